@@ -1,0 +1,129 @@
+"""Test fixtures: every test runs on SQLite and on PostgreSQL.
+
+Each pytest run creates its own PostgreSQL database (``twofa_test_<pid>_<random>``) and drops it at the end, so
+runs on a shared server never meet. Tables are emptied between tests.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+# Cheap argon2 for tests (production uses argon2-cffi's defaults); set before twofa reads its settings.
+os.environ.update(
+    TWOFA_SECRET_KEY="test-key-" + "x" * 40,
+    TWOFA_ARGON2_TIME_COST="1",
+    TWOFA_ARGON2_MEMORY_COST="256",
+    TWOFA_ARGON2_PARALLELISM="1",
+    TWOFA_MAIL_BACKEND="memory",
+)
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from twofa import outbox
+from twofa.clock import FrozenClock
+from twofa.db import Base, dispose_engines, get_engine
+from twofa.mail.backends import MemoryBackend
+from twofa.mail.sync import SynchronousDispatcher
+from twofa.migrate import upgrade
+from twofa.settings import get_settings
+
+PG_ADMIN_URL = os.environ.get("TWOFA_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def _pg_url(admin_url: str, dbname: str) -> str:
+    return admin_url.rsplit("/", 1)[0] + "/" + dbname
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect():
+            pass
+    except sa.exc.OperationalError as exc:
+        pytest.exit(
+            f"PostgreSQL is not reachable at {PG_ADMIN_URL} ({type(exc.orig).__name__}); "
+            "start it (make services) or set TWOFA_TEST_PG_ADMIN_URL",
+            returncode=3,
+        )
+    name = f"twofa_test_{os.getpid()}_{secrets.token_hex(4)}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = _pg_url(PG_ADMIN_URL, name)
+    upgrade(url)
+    try:
+        yield url
+    finally:
+        dispose_engines()
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_database(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'twofa.sqlite3'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    name = "pg_database" if request.param == "postgresql" else "sqlite_database"
+    return str(request.getfixturevalue(name))
+
+
+def _empty_tables(url: str) -> None:
+    engine = get_engine(url)
+    tables = list(reversed(Base.metadata.sorted_tables))
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql("TRUNCATE " + ", ".join(t.name for t in tables) + " RESTART IDENTITY CASCADE")
+        else:
+            for table in tables:
+                conn.execute(table.delete())
+
+
+@pytest.fixture
+def factory(db_url: str) -> Iterator[sessionmaker[Session]]:
+    _empty_tables(db_url)
+    yield sessionmaker(bind=get_engine(db_url), expire_on_commit=False)
+
+
+@pytest.fixture
+def session(factory: sessionmaker[Session]) -> Iterator[Session]:
+    with factory() as s:
+        yield s
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    # 5 seconds into a 30-second TOTP step, so +-1 step arithmetic is unambiguous.
+    return FrozenClock(datetime(2026, 11, 30, 10, 0, 5, tzinfo=UTC))
+
+
+@pytest.fixture
+def mailbox(factory: sessionmaker[Session], clock: FrozenClock) -> Iterator[MemoryBackend]:
+    """Outbox rows are delivered synchronously right after each commit, into this list."""
+    backend = MemoryBackend()
+    previous = outbox.install_dispatcher(SynchronousDispatcher(factory, backend, clock))
+    yield backend
+    outbox.install_dispatcher(previous)
+
+
+@pytest.fixture(autouse=True)
+def _settings_cache() -> Iterator[None]:
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def project_root() -> Path:
+    return Path(__file__).resolve().parent.parent

@@ -1,0 +1,224 @@
+"""Password, then second factor, then a session; replay, lockout and the login history."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.helpers import PASSWORD, enrol_totp, make_user
+from twofa import logins, sessions, totp
+from twofa.clock import FrozenClock
+from twofa.db import transaction
+from twofa.errors import (
+    ChallengeInvalid,
+    CodeReused,
+    InvalidCode,
+    InvalidCredentials,
+    MalformedCode,
+    TooManyAttempts,
+)
+from twofa.mail.backends import MemoryBackend
+from twofa.models import AuditEvent, LoginHistory, User
+from twofa.sessions import Client
+
+WEB = Client(ip="203.0.113.7", user_agent="pytest-browser/1.0")
+
+
+def begin(factory: sessionmaker[Session], email: str, clock: FrozenClock) -> logins.SecondFactorRequired:
+    with transaction(factory) as s:
+        result = logins.login_with_password(s, email, PASSWORD, WEB, clock)
+    assert isinstance(result, logins.SecondFactorRequired)
+    return result
+
+
+def finish(factory: sessionmaker[Session], challenge: str, code: str, clock: FrozenClock) -> logins.LoggedIn:
+    with transaction(factory) as s:
+        return logins.complete_login(s, challenge, code, WEB, clock=clock)
+
+
+def history(factory: sessionmaker[Session]) -> list[tuple[str, str | None, bool]]:
+    with factory() as s:
+        rows = s.execute(select(LoginHistory).order_by(LoginHistory.id)).scalars().all()
+        return [(r.outcome, r.method, r.twofa_verified) for r in rows]
+
+
+def test_password_only_without_2fa(factory: sessionmaker[Session], clock: FrozenClock) -> None:
+    make_user(factory, clock=clock)
+    with transaction(factory) as s:
+        result = logins.login_with_password(s, "Alice@Example.com ", PASSWORD, WEB, clock)
+    assert isinstance(result, logins.LoggedIn) and not result.session.twofa_verified
+    with factory() as s:
+        assert sessions.authenticate(s, result.session.token, clock).user_id == result.session.user_id
+    assert history(factory) == [("success", "password", False)]
+
+
+def test_wrong_password_and_unknown_user_answer_alike(factory: sessionmaker[Session], clock: FrozenClock) -> None:
+    make_user(factory, clock=clock)
+    errors = []
+    for email, password in (("alice@example.com", "wrong password"), ("nobody@example.com", PASSWORD)):
+        with pytest.raises(InvalidCredentials) as info, transaction(factory) as s:
+            logins.login_with_password(s, email, password, WEB, clock)
+        errors.append((info.value.code, info.value.message, info.value.status))
+    assert errors[0] == errors[1]
+    with factory() as s:
+        rows = s.execute(select(LoginHistory).order_by(LoginHistory.id)).scalars().all()
+        assert [(r.outcome, r.user_id is None, r.ip, r.user_agent) for r in rows] == [
+            ("invalid_credentials", False, WEB.ip, WEB.user_agent),
+            ("invalid_credentials", True, WEB.ip, WEB.user_agent),
+        ]
+
+
+def test_totp_login_and_history(factory: sessionmaker[Session], clock: FrozenClock) -> None:
+    user = make_user(factory, clock=clock)
+    secret, _codes = enrol_totp(factory, user, clock)
+    challenge = begin(factory, user.email, clock)
+    assert challenge.methods == ["totp", "backup_code"]
+    done = finish(factory, challenge.challenge, totp.code_at(secret, clock.now()), clock)
+    assert done.method == "totp" and done.session.twofa_verified
+    assert history(factory) == [("second_factor_required", "password", False), ("success", "totp", True)]
+    with factory() as s:
+        entries = logins.history(s, user.id)
+        assert entries[0].outcome == "success" and entries[0].twofa_verified and entries[0].ip == WEB.ip
+
+
+def test_codes_one_step_either_side_are_accepted(factory: sessionmaker[Session], clock: FrozenClock) -> None:
+    user = make_user(factory, clock=clock)
+    secret, _ = enrol_totp(factory, user, clock)
+    clock.advance(seconds=120)
+    now_step = totp.time_step(clock.now())
+    for offset in (-1, 0, 1):
+        challenge = begin(factory, user.email, clock)
+        finish(factory, challenge.challenge, totp.code_at_step(secret, now_step + offset), clock)
+    challenge = begin(factory, user.email, clock)
+    with pytest.raises(InvalidCode):
+        finish(factory, challenge.challenge, totp.code_at_step(secret, now_step + 3), clock)
+
+
+def test_a_code_is_accepted_once(factory: sessionmaker[Session], clock: FrozenClock) -> None:
+    user = make_user(factory, clock=clock)
+    secret, _ = enrol_totp(factory, user, clock)
+    code = totp.code_at(secret, clock.now())
+    finish(factory, begin(factory, user.email, clock).challenge, code, clock)
+    with pytest.raises(CodeReused):
+        finish(factory, begin(factory, user.email, clock).challenge, code, clock)
+    # An earlier step's code is refused too once a later one was used.
+    clock.advance(seconds=30)
+    finish(factory, begin(factory, user.email, clock).challenge, totp.code_at(secret, clock.now()), clock)
+    with pytest.raises(CodeReused):
+        earlier = totp.code_at_step(secret, totp.time_step(clock.now()) - 1)
+        finish(factory, begin(factory, user.email, clock).challenge, earlier, clock)
+    with factory() as s:
+        refused = s.execute(select(AuditEvent).where(AuditEvent.event == "totp_replay_refused")).scalars().all()
+    assert len(refused) == 2
+    assert [h for h in history(factory) if h[0] == "code_reused"] == [("code_reused", "totp", False)] * 2
+
+
+def test_twenty_concurrent_submissions_of_one_code(factory: sessionmaker[Session], clock: FrozenClock) -> None:
+    user = make_user(factory, clock=clock)
+    secret, _ = enrol_totp(factory, user, clock)
+    challenges = [begin(factory, user.email, clock).challenge for _ in range(20)]
+    code = totp.code_at(secret, clock.now())
+    barrier = threading.Barrier(20)
+    results: list[Any] = [None] * 20
+
+    def submit(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = finish(factory, challenges[i], code, clock)
+        except Exception as exc:  # the assertion below names any unexpected error
+            results[i] = exc
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    successes = [r for r in results if isinstance(r, logins.LoggedIn)]
+    assert len(successes) == 1
+    assert all(isinstance(r, CodeReused) for r in results if r is not successes[0]), results
+
+
+def test_wrong_codes_lock_the_account_with_a_growing_delay(
+    factory: sessionmaker[Session], clock: FrozenClock, mailbox: MemoryBackend
+) -> None:
+    user = make_user(factory, clock=clock)
+    secret, _ = enrol_totp(factory, user, clock)
+
+    def wrong() -> str:
+        good = totp.code_at(secret, clock.now())
+        near = {totp.code_at_step(secret, totp.time_step(clock.now()) + o) for o in (-1, 0, 1)}
+        candidate = int(good)
+        while f"{candidate:06d}" in near:
+            candidate = (candidate + 1) % 1_000_000
+        return f"{candidate:06d}"
+
+    # Failures count per account, across challenges (sessions).
+    for _ in range(5):
+        with pytest.raises(InvalidCode):
+            finish(factory, begin(factory, user.email, clock).challenge, wrong(), clock)
+    challenge = begin(factory, user.email, clock).challenge
+    with pytest.raises(TooManyAttempts) as locked:
+        finish(factory, challenge, totp.code_at(secret, clock.now()), clock)
+    assert locked.value.retry_after == 30
+    clock.advance(seconds=31)
+    with pytest.raises(InvalidCode):
+        finish(factory, challenge, wrong(), clock)
+    with pytest.raises(TooManyAttempts) as locked:
+        finish(factory, challenge, totp.code_at(secret, clock.now()), clock)
+    assert locked.value.retry_after == 60  # doubled
+    clock.advance(seconds=61)
+    finish(factory, challenge, totp.code_at(secret, clock.now()), clock)
+    with factory() as s:
+        row = s.get(User, user.id)
+        assert row is not None and row.second_factor_failures == 0
+        locks = s.execute(select(AuditEvent).where(AuditEvent.event == "second_factor_locked")).scalars().all()
+    assert [e.details["locked_seconds"] for e in locks] == [30, 60]
+    assert any("Sign-in paused" in str(m["Subject"]) for m in mailbox.sent)
+    assert ("locked", "totp", False) in history(factory)
+
+
+def test_malformed_code_is_a_clear_error_and_not_a_guess(factory: sessionmaker[Session], clock: FrozenClock) -> None:
+    user = make_user(factory, clock=clock)
+    enrol_totp(factory, user, clock)
+    challenge = begin(factory, user.email, clock).challenge
+    for bad in ("１２３４５６", "12345", "abcdef", "1234567"):
+        with pytest.raises(MalformedCode):
+            finish(factory, challenge, bad, clock)
+    with factory() as s:
+        row = s.get(User, user.id)
+        assert row is not None and row.second_factor_failures == 0
+
+
+def test_challenges_expire_and_are_single_use(factory: sessionmaker[Session], clock: FrozenClock) -> None:
+    user = make_user(factory, clock=clock)
+    secret, _ = enrol_totp(factory, user, clock)
+    challenge = begin(factory, user.email, clock).challenge
+    finish(factory, challenge, totp.code_at(secret, clock.now()), clock)
+    clock.advance(seconds=30)
+    with pytest.raises(ChallengeInvalid):
+        finish(factory, challenge, totp.code_at(secret, clock.now()), clock)
+    stale = begin(factory, user.email, clock).challenge
+    clock.advance(minutes=11)
+    with pytest.raises(ChallengeInvalid):
+        finish(factory, stale, totp.code_at(secret, clock.now()), clock)
+    with pytest.raises(ChallengeInvalid):
+        finish(factory, "not-a-challenge", "123456", clock)
+
+
+def test_sessions_list_and_revoke(factory: sessionmaker[Session], clock: FrozenClock) -> None:
+    user = make_user(factory, clock=clock)
+    with transaction(factory) as s:
+        first = logins.login_with_password(s, user.email, PASSWORD, WEB, clock)
+        second = logins.login_with_password(s, user.email, PASSWORD, WEB, clock)
+    assert isinstance(first, logins.LoggedIn) and isinstance(second, logins.LoggedIn)
+    with transaction(factory) as s:
+        assert len(sessions.list_active(s, user.id, clock)) == 2
+        sessions.revoke(s, user.id, first.session.session_id, clock)
+    with factory() as s:
+        assert [r.id for r in sessions.list_active(s, user.id, clock)] == [second.session.session_id]
+        with pytest.raises(Exception, match="session"):
+            sessions.authenticate(s, first.session.token, clock)

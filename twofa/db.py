@@ -1,0 +1,129 @@
+"""Engines, sessions and the unit of work.
+
+Engines are created per process (keyed by pid), so a forked Celery worker child never reuses its parent's
+connections. SQLite runs every transaction as ``BEGIN IMMEDIATE``: SQLite has no row locks, and taking the write lock
+up front turns what PostgreSQL does with ``SELECT ... FOR UPDATE`` into plain serialisation instead of
+``database is locked`` errors halfway through a transaction.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+from twofa.errors import DomainError
+from twofa.settings import get_settings
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """``TIMESTAMP WITH TIME ZONE`` that refuses naive datetimes and always reads back aware UTC.
+
+    SQLite stores no zone; this makes both databases hand the domain the same kind of value.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+_engines: dict[tuple[int, str], Engine] = {}
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # let SQLAlchemy's "begin" event own BEGIN
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """The engine for ``url`` (default: the configured database) in this process."""
+    url = url or get_settings().database_url
+    key = (os.getpid(), url)
+    engine = _engines.get(key)
+    if engine is None:
+        engine = _engines[key] = make_engine(url)
+    return engine
+
+
+def dispose_engines() -> None:
+    """Forget this process's engines (call after fork, or when a test changes databases)."""
+    for (pid, _url), engine in list(_engines.items()):
+        if pid == os.getpid():
+            engine.dispose()
+        del _engines[(pid, _url)]
+
+
+def session_factory(url: str | None = None) -> sessionmaker[Session]:
+    return sessionmaker(bind=get_engine(url), expire_on_commit=False)
+
+
+@contextmanager
+def transaction(factory: sessionmaker[Session] | None = None) -> Iterator[Session]:
+    """One unit of work: commit on success and on a ``DomainError`` (see ``twofa.errors``), roll back otherwise."""
+    session = (factory or session_factory())()
+    try:
+        yield session
+        session.commit()
+    except DomainError:
+        session.commit()
+        raise
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

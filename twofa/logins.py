@@ -1,0 +1,198 @@
+"""The login flow: password, then the second factor, then a session. Every attempt is a login-history row."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from twofa import crypto, email_otp, second_factor, sessions
+from twofa.accounts import get_user
+from twofa.clock import SYSTEM_CLOCK, Clock
+from twofa.errors import (
+    ChallengeInvalid,
+    CodeReused,
+    DomainError,
+    InvalidCode,
+    InvalidCredentials,
+    MalformedCode,
+    TooManyAttempts,
+)
+from twofa.models import LoginChallenge, LoginHistory, User
+from twofa.passwords import verify_password
+from twofa.sessions import Client, IssuedSession
+from twofa.settings import get_settings
+
+
+class Outcome:
+    SUCCESS = "success"
+    INVALID_CREDENTIALS = "invalid_credentials"
+    SECOND_FACTOR_REQUIRED = "second_factor_required"
+    BAD_CODE = "bad_code"
+    MALFORMED_CODE = "malformed_code"
+    CODE_REUSED = "code_reused"
+    LOCKED = "locked"
+    CHALLENGE_INVALID = "challenge_invalid"
+
+
+@dataclass(frozen=True)
+class SecondFactorRequired:
+    challenge: str  # a short-lived token naming this login; shown once to the client
+    methods: list[str]
+    expires_at: datetime
+    email_code_sent: bool = False
+
+    def __repr__(self) -> str:
+        return f"SecondFactorRequired(methods={self.methods}, challenge=<hidden>)"
+
+
+@dataclass(frozen=True)
+class LoggedIn:
+    session: IssuedSession
+    method: str
+    warnings: list[str] = field(default_factory=list)
+
+
+def record(
+    session: Session,
+    *,
+    email: str,
+    user: User | None,
+    client: Client,
+    outcome: str,
+    method: str | None,
+    verified: bool,
+    clock: Clock,
+) -> None:
+    session.add(
+        LoginHistory(
+            at=clock.now(),
+            user_id=user.id if user else None,
+            email=email[:320],
+            ip=client.ip,
+            user_agent=(client.user_agent or "")[:512] or None,
+            outcome=outcome,
+            method=method,
+            twofa_verified=verified,
+        )
+    )
+    session.flush()
+
+
+def login_with_password(
+    session: Session, email: str, password: str, client: Client, clock: Clock = SYSTEM_CLOCK
+) -> LoggedIn | SecondFactorRequired:
+    """Check the password. Without 2FA this opens a session; with it, it returns a challenge for the second
+    factor (and, for email users, queues a code). Unknown emails and wrong passwords answer alike."""
+    email = (email or "").strip().lower()
+    user = get_user(session, email) if email else None
+    if not verify_password(user.password_hash if user else None, password or "") or user is None:
+        record(session, email=email, user=user, client=client, outcome=Outcome.INVALID_CREDENTIALS,
+               method="password", verified=False, clock=clock)
+        raise InvalidCredentials()
+    if user.twofa_method is None:
+        issued = sessions.issue(session, user, twofa_verified=False, method="password", client=client, clock=clock)
+        record(session, email=email, user=user, client=client, outcome=Outcome.SUCCESS, method="password",
+               verified=False, clock=clock)
+        return LoggedIn(session=issued, method="password")
+
+    token = crypto.new_token()
+    now = clock.now()
+    challenge = LoginChallenge(
+        user_id=user.id,
+        token_hash=crypto.token_hash(token),
+        created_at=now,
+        expires_at=now + timedelta(seconds=get_settings().login_challenge_ttl),
+        ip=client.ip,
+        user_agent=(client.user_agent or "")[:512] or None,
+    )
+    session.add(challenge)
+    session.flush()
+    sent = False
+    if user.twofa_method == "email":
+        sent = _send_login_code(session, user, challenge.id, clock)
+    record(session, email=email, user=user, client=client, outcome=Outcome.SECOND_FACTOR_REQUIRED,
+           method="password", verified=False, clock=clock)
+    return SecondFactorRequired(
+        challenge=token, methods=[user.twofa_method, second_factor.Method.BACKUP_CODE.value],
+        expires_at=challenge.expires_at, email_code_sent=sent,
+    )
+
+
+def _send_login_code(session: Session, user: User, challenge_id: int, clock: Clock) -> bool:
+    try:
+        email_otp.issue(session, user, email_otp.LOGIN, challenge_id=challenge_id, clock=clock)
+    except TooManyAttempts:
+        return False  # a recent code is on its way; the user may ask again after the cooldown
+    return True
+
+
+def _open_challenge(session: Session, token: str, clock: Clock) -> LoginChallenge:
+    if not isinstance(token, str) or not token:
+        raise ChallengeInvalid()
+    challenge = session.execute(
+        select(LoginChallenge)
+        .where(LoginChallenge.token_hash == crypto.token_hash(token))
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one_or_none()
+    if challenge is None or challenge.completed_at is not None or challenge.expires_at <= clock.now():
+        raise ChallengeInvalid()
+    return challenge
+
+
+def resend_login_code(session: Session, challenge_token: str, clock: Clock = SYSTEM_CLOCK) -> None:
+    """Send a fresh email code for an open login (the cooldown and hourly cap apply)."""
+    challenge = _open_challenge(session, challenge_token, clock)
+    user = session.get(User, challenge.user_id)
+    if user is None or user.twofa_method != "email":
+        raise ChallengeInvalid("this sign-in does not use email codes")
+    email_otp.issue(session, user, email_otp.LOGIN, challenge_id=challenge.id, clock=clock)
+
+
+_OUTCOME_OF: Sequence[tuple[type[DomainError], str]] = (
+    (MalformedCode, Outcome.MALFORMED_CODE),
+    (CodeReused, Outcome.CODE_REUSED),
+    (InvalidCode, Outcome.BAD_CODE),
+    (TooManyAttempts, Outcome.LOCKED),
+)
+
+
+def complete_login(
+    session: Session,
+    challenge_token: str,
+    code: str,
+    client: Client,
+    *,
+    method: str | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> LoggedIn:
+    """The second step: a TOTP code, an email code or a backup code for an open challenge."""
+    challenge = _open_challenge(session, challenge_token, clock)
+    user = session.get(User, challenge.user_id)
+    if user is None:
+        raise ChallengeInvalid()
+    try:
+        used = second_factor.verify(session, user.id, code, method=method, challenge_id=challenge.id, clock=clock)
+    except DomainError as exc:
+        outcome = next((o for cls, o in _OUTCOME_OF if isinstance(exc, cls)), Outcome.BAD_CODE)
+        record(session, email=user.email, user=user, client=client, outcome=outcome,
+               method=method or user.twofa_method, verified=False, clock=clock)
+        raise
+    challenge.completed_at = clock.now()
+    issued = sessions.issue(session, user, twofa_verified=True, method=used.value, client=client, clock=clock)
+    record(session, email=user.email, user=user, client=client, outcome=Outcome.SUCCESS, method=used.value,
+           verified=True, clock=clock)
+    return LoggedIn(session=issued, method=used.value)
+
+
+def history(session: Session, user_id: int, limit: int = 50) -> Sequence[LoginHistory]:
+    return session.execute(
+        select(LoginHistory)
+        .where(LoginHistory.user_id == user_id)
+        .order_by(LoginHistory.at.desc(), LoginHistory.id.desc())
+        .limit(min(max(limit, 1), 500))
+    ).scalars().all()

@@ -1,0 +1,1 @@
+"""Building and sending email: templates, backends, delivery of outbox rows."""

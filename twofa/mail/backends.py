@@ -1,0 +1,148 @@
+"""Mail backends: ``memory`` (tests), ``file`` (the demo), ``smtp`` (production).
+
+A backend raises ``TransientMailError`` for what may succeed later (SMTP 4xx, a dropped connection: RFC 5321
+treats a lost connection like 451) and ``PermanentMailError`` for what never will (5xx).
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+import threading
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Protocol
+
+from twofa.settings import Settings, get_settings
+
+
+class MailError(Exception):
+    pass
+
+
+class TransientMailError(MailError):
+    pass
+
+
+class PermanentMailError(MailError):
+    pass
+
+
+class MailBackend(Protocol):
+    def send(self, message: EmailMessage) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class MemoryBackend:
+    """Keeps sent messages in a list."""
+
+    def __init__(self) -> None:
+        self.sent: list[EmailMessage] = []
+        self._lock = threading.Lock()
+
+    def send(self, message: EmailMessage) -> None:
+        with self._lock:
+            self.sent.append(message)
+
+    def close(self) -> None:
+        pass
+
+
+class FileBackend:
+    """Writes each message as an ``.eml`` file named after its Message-ID (a retry overwrites, never doubles)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def send(self, message: EmailMessage) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = "".join(c for c in str(message["Message-ID"]) if c.isalnum() or c in "-_.@")
+        path = self.directory / f"{name}.eml"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(message.as_bytes())
+        tmp.replace(path)
+
+    def close(self) -> None:
+        pass
+
+
+class SmtpBackend:
+    """One SMTP connection, reused across messages and reopened when the server has dropped it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._conn: smtplib.SMTP | None = None
+        self._lock = threading.Lock()
+
+    def _connect(self) -> smtplib.SMTP:
+        s = self.settings
+        conn = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout)
+        if s.smtp_starttls:
+            conn.starttls(context=ssl.create_default_context())
+        if s.smtp_user:
+            conn.login(s.smtp_user, s.smtp_password.get_secret_value() if s.smtp_password else "")
+        return conn
+
+    def send(self, message: EmailMessage) -> None:
+        with self._lock:
+            try:
+                if self._conn is None:
+                    self._conn = self._connect()
+                try:
+                    self._conn.send_message(message)
+                except smtplib.SMTPServerDisconnected:
+                    # An idle connection the server closed: one fresh connection, once.
+                    self._drop()
+                    self._conn = self._connect()
+                    self._conn.send_message(message)
+            except smtplib.SMTPRecipientsRefused as exc:
+                codes = [code for code, _ in exc.recipients.values()]
+                self._raise_for(min(codes), str(exc))
+            except smtplib.SMTPResponseException as exc:
+                self._drop_if_broken(exc.smtp_code)
+                self._raise_for(exc.smtp_code, exc.smtp_error.decode(errors="replace"))
+            except (smtplib.SMTPException, OSError) as exc:
+                self._drop()
+                raise TransientMailError(f"451 connection problem: {type(exc).__name__}: {exc}") from exc
+
+    @staticmethod
+    def _raise_for(code: int, text: str) -> None:
+        if 500 <= code < 600:
+            raise PermanentMailError(f"{code} {text}")
+        raise TransientMailError(f"{code} {text}")
+
+    def _drop_if_broken(self, code: int) -> None:
+        if code == 421:
+            self._drop()
+        elif self._conn is not None:
+            try:
+                self._conn.rset()
+            except (smtplib.SMTPException, OSError):
+                self._drop()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.quit()
+                except (smtplib.SMTPException, OSError):
+                    pass
+            self._drop()
+
+
+def backend_from_settings(settings: Settings | None = None) -> MailBackend:
+    s = settings or get_settings()
+    if s.mail_backend == "smtp":
+        return SmtpBackend(s)
+    if s.mail_backend == "memory":
+        return MemoryBackend()
+    return FileBackend(s.mail_dir)

@@ -1,0 +1,136 @@
+"""Delivering one outbox row: claim it, make the email code if it carries one, send, mark it sent.
+
+The row is claimed with ``SELECT ... FOR UPDATE SKIP LOCKED`` and stays locked while the message is handed to the
+backend; it is marked sent in the same transaction. So a duplicated or redelivered task finds the row locked (it
+skips) or already sent (it does nothing), and a worker killed mid-send releases the lock with its connection,
+leaving the row ``queued`` for the retried task. The only window for a duplicate is a crash between the SMTP
+server's acceptance and the commit; the stable Message-ID lets the receiving side drop that copy.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from twofa import audit, crypto
+from twofa.clock import SYSTEM_CLOCK, Clock
+from twofa.mail.backends import MailBackend
+from twofa.mail.render import build_message
+from twofa.models import EmailOtp, OutboxMessage, OutboxStatus
+
+
+class Delivery(enum.StrEnum):
+    SENT = "sent"
+    SKIPPED = "skipped"  # not queued any more, or another worker holds it
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+def email_code_hash(otp_id: int, code: str) -> bytes:
+    return crypto.keyed_hash("email_otp", f"{otp_id}:{code}")
+
+
+def new_email_code() -> str:
+    return f"{secrets.randbelow(1_000_000):06d}"
+
+
+def _claim(session: Session, outbox_id: int) -> OutboxMessage | None:
+    stmt = (
+        select(OutboxMessage)
+        .where(OutboxMessage.id == outbox_id, OutboxMessage.status == OutboxStatus.QUEUED)
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    )
+    return session.execute(stmt).scalar_one_or_none()
+
+
+def deliver(
+    session: Session, outbox_id: int, backend: MailBackend, clock: Clock = SYSTEM_CLOCK
+) -> Delivery:
+    """Send outbox row ``outbox_id`` once. The caller commits; on a ``MailError`` the caller rolls back and calls
+    ``record_failure`` in a new transaction."""
+    row = _claim(session, outbox_id)
+    if row is None:
+        return Delivery.SKIPPED
+    now = clock.now()
+    if row.not_after is not None and now >= row.not_after:
+        _finish(session, row, OutboxStatus.EXPIRED, now, "expired before it could be sent")
+        return Delivery.EXPIRED
+
+    context = dict(row.context)
+    otp: EmailOtp | None = None
+    if row.email_otp_id is not None:
+        otp = session.execute(
+            select(EmailOtp).where(EmailOtp.id == row.email_otp_id).with_for_update()
+        ).scalar_one()
+        if otp.invalidated_at is not None or otp.used_at is not None:
+            _finish(session, row, OutboxStatus.CANCELLED, now, "a newer code replaced it")
+            return Delivery.CANCELLED
+        if now >= otp.expires_at:
+            _finish(session, row, OutboxStatus.EXPIRED, now, "expired before it could be sent")
+            otp.delivery_failed_at = now
+            return Delivery.EXPIRED
+        # The code exists only here, in memory, and in the email; the row keeps its keyed hash.
+        code = new_email_code()
+        otp.code_hash = email_code_hash(otp.id, code)
+        context["code"] = code
+        context["expires_in_minutes"] = max(1, round((otp.expires_at - now).total_seconds() / 60))
+
+    message = build_message(
+        template=row.template, context=context, to=row.to_address, message_id=row.message_id, clock=clock
+    )
+    row.attempts += 1
+    backend.send(message)
+    row.status = OutboxStatus.SENT
+    row.sent_at = now
+    row.last_error = None
+    if otp is not None:
+        otp.delivered_at = now
+    return Delivery.SENT
+
+
+def _finish(session: Session, row: OutboxMessage, status: OutboxStatus, now: datetime, why: str) -> None:
+    row.status = status
+    row.last_error = why
+
+
+def record_failure(
+    session: Session,
+    outbox_id: int,
+    error: str,
+    *,
+    permanent: bool,
+    retry_in: timedelta | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> None:
+    """Note a failed attempt. A permanent failure (or one past the row's validity) ends the row and is audited;
+    an email code whose mail failed for good stops counting against the user's resend cooldown."""
+    row = session.get(OutboxMessage, outbox_id, with_for_update=True, populate_existing=True)
+    if row is None or row.status != OutboxStatus.QUEUED:
+        return
+    now = clock.now()
+    row.attempts += 1
+    row.last_error = error[:2000]
+    next_at = now + retry_in if retry_in is not None else None
+    too_late = row.not_after is not None and (next_at or now) >= row.not_after
+    if permanent or too_late:
+        row.status = OutboxStatus.FAILED
+        row.next_attempt_at = None
+        if row.email_otp_id is not None:
+            otp = session.get(EmailOtp, row.email_otp_id)
+            if otp is not None and otp.delivered_at is None:
+                otp.delivery_failed_at = now
+        audit.record(
+            session,
+            audit.Event.MAIL_FAILED,
+            user_id=row.user_id,
+            org_id=row.org_id,
+            details={"outbox_id": row.id, "template": row.template, "error": row.last_error},
+            clock=clock,
+        )
+    else:
+        row.next_attempt_at = next_at

@@ -1,0 +1,102 @@
+"""Writing emails to the outbox, and handing them to a sender after the transaction commits.
+
+The core knows no queue. An edge installs a dispatcher (the worker package installs one that sends a Celery task
+per row; tests and the demo install a synchronous one). The dispatcher runs only after a successful commit, so a
+task can never look for a row that is not there yet, and a rolled-back transaction sends nothing. Rows whose
+dispatch was lost (no dispatcher, a broker outage) stay ``queued`` until a sweeper picks them up.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parseaddr
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from twofa.clock import SYSTEM_CLOCK, Clock
+from twofa.models import OutboxMessage, OutboxStatus
+from twofa.settings import get_settings
+
+OTP_QUEUE = "otp"
+MAIL_QUEUE = "mail"
+
+
+@dataclass(frozen=True)
+class OutboxRef:
+    id: int
+    queue: str
+
+
+Dispatcher = Callable[[Sequence[OutboxRef]], None]
+
+_dispatcher: Dispatcher | None = None
+_PENDING = "twofa_outbox_pending"
+
+
+def install_dispatcher(dispatcher: Dispatcher | None) -> Dispatcher | None:
+    """Set the function called with the outbox rows of each committed transaction; returns the previous one."""
+    global _dispatcher
+    previous, _dispatcher = _dispatcher, dispatcher
+    return previous
+
+
+def new_message_id() -> str:
+    domain = parseaddr(get_settings().mail_from)[1].rpartition("@")[2] or "localhost"
+    return f"<{uuid.uuid4().hex}@{domain}>"
+
+
+def enqueue(
+    session: Session,
+    *,
+    template: str,
+    to: str,
+    context: dict[str, Any] | None = None,
+    user_id: int | None = None,
+    org_id: int | None = None,
+    queue: str = MAIL_QUEUE,
+    email_otp_id: int | None = None,
+    not_after: datetime | None = None,
+    dedupe_key: str | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> OutboxMessage:
+    row = OutboxMessage(
+        template=template,
+        queue=queue,
+        to_address=to,
+        user_id=user_id,
+        org_id=org_id,
+        context=context or {},
+        email_otp_id=email_otp_id,
+        status=OutboxStatus.QUEUED,
+        created_at=clock.now(),
+        not_after=not_after,
+        attempts=0,
+        message_id=new_message_id(),
+        dedupe_key=dedupe_key,
+    )
+    session.add(row)
+    return row
+
+
+@event.listens_for(Session, "after_flush")
+def _collect(session: Session, _flush_context: Any) -> None:
+    refs = [OutboxRef(obj.id, obj.queue) for obj in session.new if isinstance(obj, OutboxMessage)]
+    if refs:
+        session.info.setdefault(_PENDING, []).extend(refs)
+
+
+@event.listens_for(Session, "after_commit")
+def _dispatch(session: Session) -> None:
+    refs: list[OutboxRef] = session.info.pop(_PENDING, [])
+    if refs and _dispatcher is not None:
+        _dispatcher(refs)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget(session: Session) -> None:
+    session.info.pop(_PENDING, None)

@@ -1,0 +1,111 @@
+"""Checking a second factor for a user, with the account-wide attempt limit.
+
+Used by the login flow and by the actions that ask for a current code (disable, regenerate backup codes).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from twofa import audit, backup_codes, crypto, email_otp, throttle, totp
+from twofa.clock import SYSTEM_CLOCK, Clock
+from twofa.errors import CodeReused, InvalidCode, MalformedCode, TwoFactorNotEnabled
+from twofa.models import TotpDevice, TwoFactorMethod, User
+from twofa.notify import Template, notify
+from twofa.settings import get_settings
+
+
+class Method(enum.StrEnum):
+    TOTP = "totp"
+    EMAIL = "email"
+    BACKUP_CODE = "backup_code"
+
+
+def pick_method(user: User, code: str, method: str | None) -> Method:
+    """The method a submitted code is for: the one named, else a backup code by its shape, else the user's."""
+    if method is not None:
+        try:
+            return Method(method)
+        except ValueError:
+            raise MalformedCode(f"unknown method {method!r} (totp, email or backup_code)") from None
+    if isinstance(code, str) and len(code) != totp.DIGITS and backup_codes.looks_like_backup_code(code):
+        return Method.BACKUP_CODE
+    if user.twofa_method is None:
+        raise TwoFactorNotEnabled()
+    return Method(user.twofa_method)
+
+
+def verify_totp(session: Session, user: User, code: str, clock: Clock = SYSTEM_CLOCK) -> int:
+    """Accept a TOTP code once (RFC 6238 5.2); returns its time step. The caller holds the user row lock."""
+    totp.check_code_format(code)
+    device = session.execute(
+        select(TotpDevice).where(TotpDevice.user_id == user.id, TotpDevice.confirmed_at.is_not(None))
+    ).scalar_one_or_none()
+    if device is None:
+        raise InvalidCode("no authenticator app is set up")
+    step = totp.matching_step(crypto.decrypt(device.secret_ciphertext), code, clock.now())
+    if step is None:
+        raise InvalidCode()
+    # Atomic: of two submissions of one code, however simultaneous, only one moves last_used_step forward.
+    moved = session.execute(
+        update(TotpDevice)
+        .where(
+            TotpDevice.id == device.id,
+            (TotpDevice.last_used_step.is_(None)) | (TotpDevice.last_used_step < step),
+        )
+        .values(last_used_step=step)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if moved != 1:
+        audit.record(session, audit.Event.CODE_REPLAY_REFUSED, user_id=user.id, details={"step": step}, clock=clock)
+        raise CodeReused()
+    return step
+
+
+def verify(
+    session: Session,
+    user_id: int,
+    code: str,
+    *,
+    method: str | None = None,
+    challenge_id: int | None = None,
+    allow_backup: bool = True,
+    clock: Clock = SYSTEM_CLOCK,
+) -> Method:
+    """Check ``code`` for the user's second factor; returns the method that accepted it.
+
+    Wrong codes count towards the account lockout; malformed input and replays do not (neither is a guess).
+    """
+    user = throttle.guard(session, user_id, clock)
+    chosen = pick_method(user, code, method)
+    if chosen is Method.BACKUP_CODE and not allow_backup:
+        raise MalformedCode("a current code from your app or email is needed here, not a backup code")
+    if chosen is not Method.BACKUP_CODE and chosen.value != user.twofa_method:
+        raise InvalidCode(f"{chosen.value} is not this account's second factor")
+    try:
+        if chosen is Method.TOTP:
+            verify_totp(session, user, code, clock)
+        elif chosen is Method.EMAIL:
+            purpose = email_otp.LOGIN if challenge_id is not None else email_otp.CONFIRM
+            email_otp.verify(session, user, code, purpose, challenge_id=challenge_id, clock=clock)
+        else:
+            left = backup_codes.use(session, user, code, clock)
+            _tell_backup_code_used(session, user, left, clock)
+    except (MalformedCode, CodeReused):
+        raise
+    except InvalidCode:
+        failures = throttle.register_failure(session, user, clock)
+        if throttle.lockout_delay(failures) is not None and failures == get_settings().lockout_threshold:
+            notify(session, user, Template.SECOND_FACTOR_LOCKED, {"failures": failures}, clock=clock)
+        raise
+    throttle.register_success(session, user)
+    return chosen
+
+
+def _tell_backup_code_used(session: Session, user: User, left: int, clock: Clock) -> None:
+    notify(session, user, Template.BACKUP_CODE_USED, {"remaining": left}, clock=clock)
+    if left <= get_settings().backup_codes_low_warning:
+        notify(session, user, Template.BACKUP_CODES_LOW, {"remaining": left}, clock=clock)

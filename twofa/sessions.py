@@ -1,0 +1,87 @@
+"""Sessions: opaque bearer tokens, stored as SHA-256 hashes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from twofa import crypto
+from twofa.clock import SYSTEM_CLOCK, Clock
+from twofa.errors import InvalidSession, NotFound
+from twofa.models import User, UserSession
+from twofa.settings import get_settings
+
+
+@dataclass(frozen=True)
+class Client:
+    """Where a request came from, as the login history records it."""
+
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+@dataclass(frozen=True)
+class IssuedSession:
+    token: str  # shown once to the client
+    session_id: int
+    user_id: int
+    twofa_verified: bool
+
+    def __repr__(self) -> str:
+        return f"IssuedSession(session_id={self.session_id}, user_id={self.user_id}, token=<hidden>)"
+
+
+def issue(
+    session: Session, user: User, *, twofa_verified: bool, method: str, client: Client, clock: Clock = SYSTEM_CLOCK
+) -> IssuedSession:
+    token = crypto.new_token()
+    now = clock.now()
+    row = UserSession(
+        user_id=user.id,
+        token_hash=crypto.token_hash(token),
+        created_at=now,
+        last_seen_at=now,
+        expires_at=now + timedelta(seconds=get_settings().session_ttl),
+        ip=client.ip,
+        user_agent=(client.user_agent or "")[:512] or None,
+        twofa_verified=twofa_verified,
+        method=method,
+    )
+    session.add(row)
+    session.flush()
+    return IssuedSession(token=token, session_id=row.id, user_id=user.id, twofa_verified=twofa_verified)
+
+
+def authenticate(session: Session, token: str, clock: Clock = SYSTEM_CLOCK) -> UserSession:
+    row = session.execute(
+        select(UserSession).where(UserSession.token_hash == crypto.token_hash(token))
+    ).scalar_one_or_none()
+    now = clock.now()
+    if row is None or row.revoked_at is not None or row.expires_at <= now:
+        raise InvalidSession()
+    row.last_seen_at = now
+    return row
+
+
+def list_active(session: Session, user_id: int, clock: Clock = SYSTEM_CLOCK) -> Sequence[UserSession]:
+    return session.execute(
+        select(UserSession)
+        .where(
+            UserSession.user_id == user_id,
+            UserSession.revoked_at.is_(None),
+            UserSession.expires_at > clock.now(),
+        )
+        .order_by(UserSession.created_at.desc())
+    ).scalars().all()
+
+
+def revoke(session: Session, user_id: int, session_id: int, clock: Clock = SYSTEM_CLOCK) -> None:
+    row = session.get(UserSession, session_id)
+    if row is None or row.user_id != user_id:
+        raise NotFound("no such session")
+    if row.revoked_at is None:
+        row.revoked_at = clock.now()
