@@ -45,6 +45,7 @@ def status(session: Session, user: User) -> TwoFactorStatus:
 
 def request_confirmation_code(session: Session, user: User, clock: Clock = SYSTEM_CLOCK) -> None:
     """For users whose second factor is email: send a code that confirms a disable or a regeneration."""
+    user = lock_user(session, user.id)
     if user.twofa_method != "email":
         raise TwoFactorNotEnabled("email codes are not this account's second factor")
     email_otp.issue(session, user, email_otp.CONFIRM, clock=clock)

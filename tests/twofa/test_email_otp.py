@@ -1,0 +1,196 @@
+"""Email codes: delivery-time generation, 5-minute validity, tries, supersession, cooldown, hourly cap."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.helpers import PASSWORD, last_code, make_user
+from tests.twofa.test_login import WEB, finish
+from twofa import email_otp, enrolment, logins, outbox
+from twofa.clock import FrozenClock
+from twofa.db import transaction
+from twofa.errors import (
+    ChallengeInvalid,
+    CodeExpired,
+    CodeReused,
+    HourlyCapReached,
+    InvalidCode,
+    ResendCooldown,
+)
+from twofa.mail.backends import MemoryBackend
+from twofa.mail.delivery import record_failure
+from twofa.mail.sync import deliver_queued
+from twofa.models import EmailOtp, OutboxMessage
+from twofa.models.accounts import User
+
+
+def email_user(factory: sessionmaker[Session], clock: FrozenClock, mailbox: MemoryBackend) -> User:
+    user = make_user(factory, clock=clock)
+    with transaction(factory) as s:
+        enrolment.start_email(s, user, clock)
+    with transaction(factory) as s:
+        enrolment.confirm_email(s, user, last_code(mailbox, user.email), clock)
+    clock.advance(seconds=61)
+    return user
+
+
+def start_login(factory: sessionmaker[Session], user: User, clock: FrozenClock) -> logins.SecondFactorRequired:
+    with transaction(factory) as s:
+        result = logins.login_with_password(s, user.email, PASSWORD, WEB, clock)
+    assert isinstance(result, logins.SecondFactorRequired)
+    return result
+
+
+def test_login_with_an_email_code(factory: sessionmaker[Session], clock: FrozenClock, mailbox: MemoryBackend) -> None:
+    user = email_user(factory, clock, mailbox)
+    challenge = start_login(factory, user, clock)
+    assert challenge.methods == ["email", "backup_code"] and challenge.email_code_sent
+    done = finish(factory, challenge.challenge, last_code(mailbox, user.email), clock)
+    assert done.method == "email" and done.session.twofa_verified
+
+
+@pytest.mark.parametrize(("elapsed", "accepted"), [(299, True), (301, False)])
+def test_valid_five_minutes(
+    factory: sessionmaker[Session], clock: FrozenClock, mailbox: MemoryBackend, elapsed: int, accepted: bool
+) -> None:
+    user = email_user(factory, clock, mailbox)
+    challenge = start_login(factory, user, clock)
+    code = last_code(mailbox, user.email)
+    clock.advance(seconds=elapsed)
+    if accepted:
+        finish(factory, challenge.challenge, code, clock)
+    else:
+        with pytest.raises(CodeExpired):
+            finish(factory, challenge.challenge, code, clock)
+
+
+def test_code_is_made_at_delivery_and_only_its_hash_is_kept(
+    factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    user = make_user(factory, clock=clock)
+    backend = MemoryBackend()
+    previous = outbox.install_dispatcher(None)  # nothing delivers until we say so
+    try:
+        with transaction(factory) as s:
+            enrolment.start_email(s, user, clock)
+        with factory() as s:
+            otp = s.execute(select(EmailOtp)).scalar_one()
+            row = s.execute(select(OutboxMessage)).scalar_one()
+        assert otp.code_hash is None and row.queue == "otp" and "code" not in row.context
+        assert deliver_queued(factory, backend, clock) == 1
+        code = last_code(backend, user.email)
+        with factory() as s:
+            otp = s.execute(select(EmailOtp)).scalar_one()
+            row = s.execute(select(OutboxMessage)).scalar_one()
+        assert otp.code_hash is not None and code.encode() not in otp.code_hash
+        assert row.status == "sent" and code not in str(row.context)
+    finally:
+        outbox.install_dispatcher(previous)
+
+
+def test_an_expired_code_is_never_sent(factory: sessionmaker[Session], clock: FrozenClock) -> None:
+    user = make_user(factory, clock=clock)
+    backend = MemoryBackend()
+    previous = outbox.install_dispatcher(None)
+    try:
+        with transaction(factory) as s:
+            enrolment.start_email(s, user, clock)
+        clock.advance(seconds=300)
+        assert deliver_queued(factory, backend, clock) == 0
+        assert backend.sent == []
+        with factory() as s:
+            assert s.execute(select(OutboxMessage.status)).scalar_one() == "expired"
+    finally:
+        outbox.install_dispatcher(previous)
+
+
+def test_sixth_try_is_refused_even_when_right(
+    factory: sessionmaker[Session], clock: FrozenClock, mailbox: MemoryBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TWOFA_LOCKOUT_THRESHOLD", "50")  # isolate the per-code limit from the account lockout
+    user = email_user(factory, clock, mailbox)
+    challenge = start_login(factory, user, clock)
+    code = last_code(mailbox, user.email)
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    for _ in range(5):
+        with pytest.raises(InvalidCode):
+            finish(factory, challenge.challenge, wrong, clock)
+    with pytest.raises(CodeExpired, match="too many wrong tries"):
+        finish(factory, challenge.challenge, code, clock)
+
+
+def test_single_use_and_bound_to_its_login(
+    factory: sessionmaker[Session], clock: FrozenClock, mailbox: MemoryBackend
+) -> None:
+    user = email_user(factory, clock, mailbox)
+    first = start_login(factory, user, clock)
+    code = last_code(mailbox, user.email)
+    clock.advance(seconds=61)
+    second = start_login(factory, user, clock)  # voids the first code
+    with pytest.raises(InvalidCode):
+        finish(factory, second.challenge, code, clock)  # another login's code
+    new_code = last_code(mailbox, user.email)
+    with pytest.raises(InvalidCode):
+        finish(factory, first.challenge, new_code, clock)  # not this login's code
+    finish(factory, second.challenge, new_code, clock)
+    third = start_login(factory, user, clock)
+    with pytest.raises(InvalidCode):
+        finish(factory, third.challenge, new_code, clock)
+
+
+def test_reuse_within_a_login_is_refused(
+    factory: sessionmaker[Session], clock: FrozenClock, mailbox: MemoryBackend
+) -> None:
+    user = email_user(factory, clock, mailbox)
+    with transaction(factory) as s:
+        email_otp.issue(s, user, email_otp.CONFIRM, clock=clock)
+    code = last_code(mailbox, user.email)
+    with transaction(factory) as s:
+        email_otp.verify(s, user, code, email_otp.CONFIRM, clock=clock)
+    with pytest.raises(CodeReused), transaction(factory) as s:
+        email_otp.verify(s, user, code, email_otp.CONFIRM, clock=clock)
+
+
+def test_resend_cooldown_and_hourly_cap(
+    factory: sessionmaker[Session], clock: FrozenClock, mailbox: MemoryBackend
+) -> None:
+    user = email_user(factory, clock, mailbox)
+    challenge = start_login(factory, user, clock)
+    clock.advance(seconds=10)
+    with pytest.raises(ResendCooldown) as info, transaction(factory) as s:
+        logins.resend_login_code(s, challenge.challenge, clock)
+    assert info.value.retry_after == 50
+    # A login inside the cooldown still gets its challenge, with no new code.
+    assert not start_login(factory, user, clock).email_code_sent
+    sent = 2  # the enrolment code and the first login code, within the hour
+    with pytest.raises(HourlyCapReached):
+        for _ in range(20):
+            clock.advance(seconds=61)
+            challenge = start_login(factory, user, clock)
+            if not challenge.email_code_sent:
+                with transaction(factory) as s:
+                    logins.resend_login_code(s, challenge.challenge, clock)
+            sent += 1
+    assert sent == 10
+
+
+def test_a_failed_send_does_not_hold_the_user_to_the_cooldown(
+    factory: sessionmaker[Session], clock: FrozenClock, mailbox: MemoryBackend
+) -> None:
+    user = email_user(factory, clock, mailbox)
+    previous = outbox.install_dispatcher(None)
+    try:
+        challenge = start_login(factory, user, clock)
+        with factory() as s:
+            row_id = s.execute(select(OutboxMessage.id).order_by(OutboxMessage.id.desc())).scalars().first()
+        with transaction(factory) as s:
+            assert row_id is not None
+            record_failure(s, row_id, "550 mailbox unavailable", permanent=True, clock=clock)
+    finally:
+        outbox.install_dispatcher(previous)
+    clock.advance(seconds=5)
+    with transaction(factory) as s:
+        logins.resend_login_code(s, challenge.challenge, clock)
+    finish(factory, challenge.challenge, last_code(mailbox, user.email), clock)
