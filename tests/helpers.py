@@ -18,8 +18,13 @@ PASSWORD = "correct horse battery"
 
 
 def make_user(
-    factory: sessionmaker[Session], email_address: str = "alice@example.com", *, org: str = "acme",
-    role: str = "member", sso: str | None = None, clock: FrozenClock,
+    factory: sessionmaker[Session],
+    email_address: str = "alice@example.com",
+    *,
+    org: str = "acme",
+    role: str = "member",
+    sso: str | None = None,
+    clock: FrozenClock,
 ) -> User:
     with transaction(factory) as s:
         o = accounts.get_org(s, org) or accounts.create_org(s, org, sso_idp=sso, clock=clock)

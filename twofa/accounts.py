@@ -36,7 +36,11 @@ def parse_role(role: str) -> Role:
 
 
 def create_org(
-    session: Session, slug: str, *, name: str | None = None, sso_idp: str | None = None,
+    session: Session,
+    slug: str,
+    *,
+    name: str | None = None,
+    sso_idp: str | None = None,
     clock: Clock = SYSTEM_CLOCK,
 ) -> Organization:
     if not SLUG_RE.fullmatch(slug):

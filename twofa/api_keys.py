@@ -60,9 +60,11 @@ def authenticate(session: Session, key: str, clock: Clock = SYSTEM_CLOCK) -> Use
 
 
 def list_keys(session: Session, user_id: int) -> Sequence[ApiKey]:
-    return session.execute(
-        select(ApiKey).where(ApiKey.user_id == user_id).order_by(ApiKey.created_at.desc())
-    ).scalars().all()
+    return (
+        session.execute(select(ApiKey).where(ApiKey.user_id == user_id).order_by(ApiKey.created_at.desc()))
+        .scalars()
+        .all()
+    )
 
 
 def revoke(session: Session, user_id: int, key_id: int, clock: Clock = SYSTEM_CLOCK) -> None:

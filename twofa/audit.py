@@ -37,8 +37,6 @@ def record(
     details: dict[str, Any] | None = None,
     clock: Clock = SYSTEM_CLOCK,
 ) -> AuditEvent:
-    row = AuditEvent(
-        at=clock.now(), event=event, user_id=user_id, org_id=org_id, actor=actor, details=details or {}
-    )
+    row = AuditEvent(at=clock.now(), event=event, user_id=user_id, org_id=org_id, actor=actor, details=details or {})
     session.add(row)
     return row

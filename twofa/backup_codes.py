@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from twofa import audit, crypto
 from twofa.clock import SYSTEM_CLOCK, Clock
-from twofa.errors import BackupCodeUsed, InvalidCode, MalformedBackupCode
+from twofa.errors import BackupCodeUsed, InvalidCode, MalformedBackupCode, recorded
 from twofa.models import BackupCode, BackupCodeSet, User
 from twofa.settings import get_settings
 
@@ -34,9 +34,7 @@ class KdfParams:
 
 
 def _kdf(code: str, salt: bytes, params: KdfParams) -> bytes:
-    return hash_secret_raw(
-        code.encode(), salt, params.time_cost, params.memory_cost, params.parallelism, 32, Type.ID
-    )
+    return hash_secret_raw(code.encode(), salt, params.time_cost, params.memory_cost, params.parallelism, 32, Type.ID)
 
 
 def new_code() -> str:
@@ -96,9 +94,7 @@ def generate(session: Session, user: User, clock: Clock = SYSTEM_CLOCK) -> list[
     session.add(code_set)
     session.flush()
     codes = [new_code() for _ in range(s.backup_code_count)]
-    session.add_all(
-        BackupCode(set_id=code_set.id, code_hash=_kdf(normalize(c), code_set.salt, params)) for c in codes
-    )
+    session.add_all(BackupCode(set_id=code_set.id, code_hash=_kdf(normalize(c), code_set.salt, params)) for c in codes)
     session.flush()
     return codes
 
@@ -134,11 +130,12 @@ def use(session: Session, user: User, code: str, clock: Clock = SYSTEM_CLOCK) ->
         update(BackupCode)
         .where(BackupCode.id == match.id, BackupCode.used_at.is_(None))
         .values(used_at=clock.now())
+        .returning(BackupCode.id)
         .execution_options(synchronize_session=False)
-    ).rowcount
-    if spent != 1:
+    ).scalar_one_or_none()
+    if spent is None:
         audit.record(session, audit.Event.BACKUP_CODE_REUSED, user_id=user.id, clock=clock)
-        raise BackupCodeUsed()
+        raise recorded(BackupCodeUsed())
     left = remaining(session, user.id)
     audit.record(session, audit.Event.BACKUP_CODE_USED, user_id=user.id, details={"remaining": left}, clock=clock)
     return left

@@ -114,13 +114,17 @@ def session_factory(url: str | None = None) -> sessionmaker[Session]:
 
 @contextmanager
 def transaction(factory: sessionmaker[Session] | None = None) -> Iterator[Session]:
-    """One unit of work: commit on success and on a ``DomainError`` (see ``twofa.errors``), roll back otherwise."""
+    """One unit of work: commit on success and on a ``DomainError`` marked ``recorded`` (see ``twofa.errors``),
+    roll back otherwise."""
     session = (factory or session_factory())()
     try:
         yield session
         session.commit()
-    except DomainError:
-        session.commit()
+    except DomainError as exc:
+        if exc.keep_writes:
+            session.commit()
+        else:
+            session.rollback()
         raise
     except BaseException:
         session.rollback()

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from twofa import crypto, outbox
 from twofa.clock import SYSTEM_CLOCK, Clock
-from twofa.errors import CodeExpired, CodeReused, HourlyCapReached, InvalidCode, ResendCooldown
+from twofa.errors import CodeExpired, CodeReused, HourlyCapReached, InvalidCode, ResendCooldown, recorded
 from twofa.mail.delivery import email_code_hash
 from twofa.models import EmailOtp, OutboxMessage, OutboxStatus, User
 from twofa.notify import Template
@@ -126,12 +126,13 @@ def verify(
     if not crypto.same(email_code_hash(otp.id, code), otp.code_hash):
         otp.failed_attempts += 1
         session.flush()
-        raise InvalidCode()
+        raise recorded(InvalidCode())
     spent = session.execute(
         update(EmailOtp)
         .where(EmailOtp.id == otp.id, EmailOtp.used_at.is_(None))
         .values(used_at=clock.now())
+        .returning(EmailOtp.id)
         .execution_options(synchronize_session=False)
-    ).rowcount
-    if spent != 1:
+    ).scalar_one_or_none()
+    if spent is None:
         raise CodeReused("this code was already used")

@@ -1,16 +1,20 @@
 """Domain errors: one class per failure, each with a stable code that the edges translate once.
 
-Rule for callers: a domain function raises either before it writes anything, or after writing only the record of
-the failure it reports (a login-history row, an audit row, a failure counter). The unit of work in
-``twofa.db.transaction`` therefore commits on a ``DomainError`` and rolls back on anything else.
+A failed attempt must leave a trace even though it fails: the login-history row, the failure counter, the audit
+row of a refused replay. A function that wrote such a record marks the error it raises with ``recorded(...)``; the
+unit of work (``twofa.db.transaction``) commits for a marked error and rolls back for any other, so bad input never
+leaves a half-written row.
 """
 
 from __future__ import annotations
+
+from typing import TypeVar
 
 
 class DomainError(Exception):
     code: str = "error"
     status: int = 400  # the HTTP status an edge should answer with
+    keep_writes: bool = False  # set by ``recorded``: the transaction holds the record of this failure
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or self.__doc__ or self.code)
@@ -18,6 +22,15 @@ class DomainError(Exception):
     @property
     def message(self) -> str:
         return str(self)
+
+
+E = TypeVar("E", bound=DomainError)
+
+
+def recorded(error: E) -> E:
+    """Mark ``error`` as raised after writing the record of the failure, which must be committed."""
+    error.keep_writes = True
+    return error
 
 
 class InvalidInput(DomainError):

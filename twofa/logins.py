@@ -20,6 +20,7 @@ from twofa.errors import (
     InvalidCredentials,
     MalformedCode,
     TooManyAttempts,
+    recorded,
 )
 from twofa.models import LoginChallenge, LoginHistory, User
 from twofa.passwords import verify_password
@@ -90,13 +91,29 @@ def login_with_password(
     email = (email or "").strip().lower()
     user = get_user(session, email) if email else None
     if not verify_password(user.password_hash if user else None, password or "") or user is None:
-        record(session, email=email, user=user, client=client, outcome=Outcome.INVALID_CREDENTIALS,
-               method="password", verified=False, clock=clock)
-        raise InvalidCredentials()
+        record(
+            session,
+            email=email,
+            user=user,
+            client=client,
+            outcome=Outcome.INVALID_CREDENTIALS,
+            method="password",
+            verified=False,
+            clock=clock,
+        )
+        raise recorded(InvalidCredentials())
     if user.twofa_method is None:
         issued = sessions.issue(session, user, twofa_verified=False, method="password", client=client, clock=clock)
-        record(session, email=email, user=user, client=client, outcome=Outcome.SUCCESS, method="password",
-               verified=False, clock=clock)
+        record(
+            session,
+            email=email,
+            user=user,
+            client=client,
+            outcome=Outcome.SUCCESS,
+            method="password",
+            verified=False,
+            clock=clock,
+        )
         return LoggedIn(session=issued, method="password")
 
     token = crypto.new_token()
@@ -114,11 +131,21 @@ def login_with_password(
     sent = False
     if user.twofa_method == "email":
         sent = _send_login_code(session, user, challenge.id, clock)
-    record(session, email=email, user=user, client=client, outcome=Outcome.SECOND_FACTOR_REQUIRED,
-           method="password", verified=False, clock=clock)
+    record(
+        session,
+        email=email,
+        user=user,
+        client=client,
+        outcome=Outcome.SECOND_FACTOR_REQUIRED,
+        method="password",
+        verified=False,
+        clock=clock,
+    )
     return SecondFactorRequired(
-        challenge=token, methods=[user.twofa_method, second_factor.Method.BACKUP_CODE.value],
-        expires_at=challenge.expires_at, email_code_sent=sent,
+        challenge=token,
+        methods=[user.twofa_method, second_factor.Method.BACKUP_CODE.value],
+        expires_at=challenge.expires_at,
+        email_code_sent=sent,
     )
 
 
@@ -179,20 +206,41 @@ def complete_login(
         used = second_factor.verify(session, user.id, code, method=method, challenge_id=challenge.id, clock=clock)
     except DomainError as exc:
         outcome = next((o for cls, o in _OUTCOME_OF if isinstance(exc, cls)), Outcome.BAD_CODE)
-        record(session, email=user.email, user=user, client=client, outcome=outcome,
-               method=method or user.twofa_method, verified=False, clock=clock)
+        record(
+            session,
+            email=user.email,
+            user=user,
+            client=client,
+            outcome=outcome,
+            method=method or user.twofa_method,
+            verified=False,
+            clock=clock,
+        )
+        recorded(exc)
         raise
     challenge.completed_at = clock.now()
     issued = sessions.issue(session, user, twofa_verified=True, method=used.value, client=client, clock=clock)
-    record(session, email=user.email, user=user, client=client, outcome=Outcome.SUCCESS, method=used.value,
-           verified=True, clock=clock)
+    record(
+        session,
+        email=user.email,
+        user=user,
+        client=client,
+        outcome=Outcome.SUCCESS,
+        method=used.value,
+        verified=True,
+        clock=clock,
+    )
     return LoggedIn(session=issued, method=used.value)
 
 
 def history(session: Session, user_id: int, limit: int = 50) -> Sequence[LoginHistory]:
-    return session.execute(
-        select(LoginHistory)
-        .where(LoginHistory.user_id == user_id)
-        .order_by(LoginHistory.at.desc(), LoginHistory.id.desc())
-        .limit(min(max(limit, 1), 500))
-    ).scalars().all()
+    return (
+        session.execute(
+            select(LoginHistory)
+            .where(LoginHistory.user_id == user_id)
+            .order_by(LoginHistory.at.desc(), LoginHistory.id.desc())
+            .limit(min(max(limit, 1), 500))
+        )
+        .scalars()
+        .all()
+    )

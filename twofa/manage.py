@@ -78,9 +78,7 @@ def regenerate_backup_codes(session: Session, user: User, code: str, clock: Cloc
     return codes
 
 
-def support_reset(
-    session: Session, user: User, *, operator: str, reason: str, clock: Clock = SYSTEM_CLOCK
-) -> None:
+def support_reset(session: Session, user: User, *, operator: str, reason: str, clock: Clock = SYSTEM_CLOCK) -> None:
     """An operator turns a user's 2FA off (lost device and codes), with a reason that lands in the audit log."""
     if not operator.strip() or not reason.strip():
         raise InvalidInput("a support reset needs the operator's name and a reason")

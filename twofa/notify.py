@@ -25,8 +25,12 @@ class Template:
 
 
 def notify(
-    session: Session, user: User, template: str, context: dict[str, Any] | None = None,
-    *, clock: Clock = SYSTEM_CLOCK,
+    session: Session,
+    user: User,
+    template: str,
+    context: dict[str, Any] | None = None,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> None:
     ctx = {"email": user.email, "issuer": get_settings().issuer, "at": clock.now().strftime("%Y-%m-%d %H:%M UTC")}
     ctx.update(context or {})

@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 
 from twofa import audit, backup_codes, crypto, email_otp, throttle, totp
 from twofa.clock import SYSTEM_CLOCK, Clock
-from twofa.errors import CodeReused, InvalidCode, MalformedCode, TwoFactorNotEnabled
-from twofa.models import TotpDevice, TwoFactorMethod, User
+from twofa.errors import CodeReused, InvalidCode, MalformedCode, TwoFactorNotEnabled, recorded
+from twofa.models import TotpDevice, User
 from twofa.notify import Template, notify
 from twofa.settings import get_settings
 
@@ -57,11 +57,12 @@ def verify_totp(session: Session, user: User, code: str, clock: Clock = SYSTEM_C
             (TotpDevice.last_used_step.is_(None)) | (TotpDevice.last_used_step < step),
         )
         .values(last_used_step=step)
+        .returning(TotpDevice.id)
         .execution_options(synchronize_session=False)
-    ).rowcount
-    if moved != 1:
+    ).scalar_one_or_none()
+    if moved is None:
         audit.record(session, audit.Event.CODE_REPLAY_REFUSED, user_id=user.id, details={"step": step}, clock=clock)
-        raise CodeReused()
+        raise recorded(CodeReused())
     return step
 
 
@@ -96,10 +97,11 @@ def verify(
             _tell_backup_code_used(session, user, left, clock)
     except (MalformedCode, CodeReused):
         raise
-    except InvalidCode:
+    except InvalidCode as exc:
         failures = throttle.register_failure(session, user, clock)
         if throttle.lockout_delay(failures) is not None and failures == get_settings().lockout_threshold:
             notify(session, user, Template.SECOND_FACTOR_LOCKED, {"failures": failures}, clock=clock)
+        recorded(exc)
         raise
     throttle.register_success(session, user)
     return chosen

@@ -68,15 +68,19 @@ def authenticate(session: Session, token: str, clock: Clock = SYSTEM_CLOCK) -> U
 
 
 def list_active(session: Session, user_id: int, clock: Clock = SYSTEM_CLOCK) -> Sequence[UserSession]:
-    return session.execute(
-        select(UserSession)
-        .where(
-            UserSession.user_id == user_id,
-            UserSession.revoked_at.is_(None),
-            UserSession.expires_at > clock.now(),
+    return (
+        session.execute(
+            select(UserSession)
+            .where(
+                UserSession.user_id == user_id,
+                UserSession.revoked_at.is_(None),
+                UserSession.expires_at > clock.now(),
+            )
+            .order_by(UserSession.created_at.desc())
         )
-        .order_by(UserSession.created_at.desc())
-    ).scalars().all()
+        .scalars()
+        .all()
+    )
 
 
 def revoke(session: Session, user_id: int, session_id: int, clock: Clock = SYSTEM_CLOCK) -> None:

@@ -13,7 +13,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # A fixed development key so that `make demo` works with no configuration. `check_production_ready`
 # refuses it; never use it for real data.
-DEV_SECRET_KEY = "dev-only-insecure-key-change-me-0123456789"
+DEV_SECRET_KEY = "dev-only-insecure-key-change-me-0123456789"  # noqa: S105
 
 
 class Settings(BaseSettings):

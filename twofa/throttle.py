@@ -42,7 +42,7 @@ def lockout_delay(failures: int) -> int | None:
     s = get_settings()
     if failures < s.lockout_threshold:
         return None
-    return min(s.lockout_base_seconds * 2 ** (failures - s.lockout_threshold), s.lockout_max_seconds)
+    return int(min(s.lockout_base_seconds * 2 ** (failures - s.lockout_threshold), s.lockout_max_seconds))
 
 
 def register_failure(session: Session, user: User, clock: Clock = SYSTEM_CLOCK) -> int:

@@ -65,9 +65,7 @@ def provisioning_uri(secret: str, account: str, issuer: str) -> str:
     """Google Authenticator's Key-Uri-Format: ``otpauth://totp/ISSUER:ACCOUNT?secret=...&issuer=ISSUER``."""
     if ":" in issuer or ":" in account:
         raise InvalidInput("neither the issuer nor the account name may contain a colon")
-    return pyotp.TOTP(secret, digits=DIGITS, interval=STEP_SECONDS).provisioning_uri(
-        name=account, issuer_name=issuer
-    )
+    return pyotp.TOTP(secret, digits=DIGITS, interval=STEP_SECONDS).provisioning_uri(name=account, issuer_name=issuer)
 
 
 def qr_png(uri: str) -> bytes:

@@ -12,7 +12,6 @@ from twofa import email_otp, enrolment, logins, outbox
 from twofa.clock import FrozenClock
 from twofa.db import transaction
 from twofa.errors import (
-    ChallengeInvalid,
     CodeExpired,
     CodeReused,
     HourlyCapReached,
@@ -66,9 +65,7 @@ def test_valid_five_minutes(
             finish(factory, challenge.challenge, code, clock)
 
 
-def test_code_is_made_at_delivery_and_only_its_hash_is_kept(
-    factory: sessionmaker[Session], clock: FrozenClock
-) -> None:
+def test_code_is_made_at_delivery_and_only_its_hash_is_kept(factory: sessionmaker[Session], clock: FrozenClock) -> None:
     user = make_user(factory, clock=clock)
     backend = MemoryBackend()
     previous = outbox.install_dispatcher(None)  # nothing delivers until we say so

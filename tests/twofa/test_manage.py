@@ -35,8 +35,9 @@ def test_disable_needs_password_and_a_current_code(
     with pytest.raises(InvalidCredentials), transaction(factory) as s:
         manage.disable(s, user, "wrong password!", totp.code_at(secret, clock.now()), clock)
     with pytest.raises(InvalidCode), transaction(factory) as s:
-        manage.disable(s, user, PASSWORD, "000000" if totp.code_at(secret, clock.now()) != "000000" else "111111",
-                       clock)
+        manage.disable(
+            s, user, PASSWORD, "000000" if totp.code_at(secret, clock.now()) != "000000" else "111111", clock
+        )
     with factory() as s:
         assert manage.status(s, user).enabled
     with transaction(factory) as s:
@@ -91,8 +92,9 @@ def test_support_reset_is_audited_with_operator_and_reason(
     with pytest.raises(InvalidInput), transaction(factory) as s:
         manage.support_reset(s, user, operator="carol", reason="  ", clock=clock)
     with transaction(factory) as s:
-        manage.support_reset(s, user, operator="carol", reason="lost phone, identity checked on call #4411",
-                             clock=clock)
+        manage.support_reset(
+            s, user, operator="carol", reason="lost phone, identity checked on call #4411", clock=clock
+        )
     with factory() as s:
         row = s.execute(select(AuditEvent).where(AuditEvent.event == "2fa_reset_by_support")).scalar_one()
         assert row.actor == "support:carol" and "lost phone" in row.details["reason"]

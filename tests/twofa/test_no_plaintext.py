@@ -97,4 +97,3 @@ def test_database_and_logs_hold_no_secret(
     logged = caplog.text
     for secret in [*secrets, enrol_code, login_code]:
         assert secret not in logged
-

@@ -70,7 +70,20 @@ def test_secret_is_160_bits_unpadded_base32() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["12345", "1234567", "12345a", " 123456", "123456 ", "１２３４５６", "١٢٣٤٥٦", "12 456", "", None, 123456, "+12345"],
+    [
+        "12345",
+        "1234567",
+        "12345a",
+        " 123456",
+        "123456 ",
+        "１２３４５６",
+        "١٢٣٤٥٦",
+        "12 456",
+        "",
+        None,
+        123456,
+        "+12345",
+    ],
 )
 def test_malformed_codes_are_refused_before_pyotp(bad: object) -> None:
     with pytest.raises(MalformedCode):
@@ -97,7 +110,10 @@ def test_provisioning_uri_follows_key_uri_format() -> None:
     assert query["secret"] == [secret]
     assert query["issuer"] == ["Wevion"]
     for default_param in ("digits", "period", "algorithm"):
-        assert query.get(default_param, [None])[0] in (None, {"digits": "6", "period": "30", "algorithm": "SHA1"}[default_param])
+        assert query.get(default_param, [None])[0] in (
+            None,
+            {"digits": "6", "period": "30", "algorithm": "SHA1"}[default_param],
+        )
 
 
 @pytest.mark.parametrize(("account", "issuer"), [("a:b@example.com", "Wevion"), ("a@example.com", "Wev:ion")])

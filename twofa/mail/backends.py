@@ -6,6 +6,7 @@ treats a lost connection like 451) and ``PermanentMailError`` for what never wil
 
 from __future__ import annotations
 
+import contextlib
 import smtplib
 import ssl
 import threading
@@ -101,7 +102,8 @@ class SmtpBackend:
                 self._raise_for(min(codes), str(exc))
             except smtplib.SMTPResponseException as exc:
                 self._drop_if_broken(exc.smtp_code)
-                self._raise_for(exc.smtp_code, exc.smtp_error.decode(errors="replace"))
+                error = exc.smtp_error
+                self._raise_for(exc.smtp_code, error.decode(errors="replace") if isinstance(error, bytes) else error)
             except (smtplib.SMTPException, OSError) as exc:
                 self._drop()
                 raise TransientMailError(f"451 connection problem: {type(exc).__name__}: {exc}") from exc
@@ -124,18 +126,14 @@ class SmtpBackend:
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            try:
+            with contextlib.suppress(OSError):
                 conn.close()
-            except OSError:
-                pass
 
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
-                try:
+                with contextlib.suppress(smtplib.SMTPException, OSError):
                     self._conn.quit()
-                except (smtplib.SMTPException, OSError):
-                    pass
             self._drop()
 
 

@@ -48,9 +48,7 @@ def _claim(session: Session, outbox_id: int) -> OutboxMessage | None:
     return session.execute(stmt).scalar_one_or_none()
 
 
-def deliver(
-    session: Session, outbox_id: int, backend: MailBackend, clock: Clock = SYSTEM_CLOCK
-) -> Delivery:
+def deliver(session: Session, outbox_id: int, backend: MailBackend, clock: Clock = SYSTEM_CLOCK) -> Delivery:
     """Send outbox row ``outbox_id`` once. The caller commits; on a ``MailError`` the caller rolls back and calls
     ``record_failure`` in a new transaction."""
     row = _claim(session, outbox_id)
@@ -64,9 +62,7 @@ def deliver(
     context = dict(row.context)
     otp: EmailOtp | None = None
     if row.email_otp_id is not None:
-        otp = session.execute(
-            select(EmailOtp).where(EmailOtp.id == row.email_otp_id).with_for_update()
-        ).scalar_one()
+        otp = session.execute(select(EmailOtp).where(EmailOtp.id == row.email_otp_id).with_for_update()).scalar_one()
         if otp.invalidated_at is not None or otp.used_at is not None:
             _finish(session, row, OutboxStatus.CANCELLED, now, "a newer code replaced it")
             return Delivery.CANCELLED

@@ -57,13 +57,17 @@ def deliver_queued(
     """Deliver every queued row that is due; returns how many were sent."""
     with factory() as session:
         now = clock.now()
-        ids = session.execute(
-            select(OutboxMessage.id)
-            .where(
-                OutboxMessage.status == OutboxStatus.QUEUED,
-                or_(OutboxMessage.next_attempt_at.is_(None), OutboxMessage.next_attempt_at <= now),
+        ids = (
+            session.execute(
+                select(OutboxMessage.id)
+                .where(
+                    OutboxMessage.status == OutboxStatus.QUEUED,
+                    or_(OutboxMessage.next_attempt_at.is_(None), OutboxMessage.next_attempt_at <= now),
+                )
+                .order_by(OutboxMessage.id)
+                .limit(limit)
             )
-            .order_by(OutboxMessage.id)
-            .limit(limit)
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
     return sum(deliver_now(factory, i, backend, clock) == Delivery.SENT for i in ids)

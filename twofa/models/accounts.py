@@ -66,7 +66,5 @@ class Membership(Base):
 
     __table_args__ = (
         UniqueConstraint("org_id", "user_id", name="uq_memberships_org_user"),
-        CheckConstraint(
-            "role IN ('owner', 'admin', 'super_admin', 'finance', 'member')", name="role"
-        ),
+        CheckConstraint("role IN ('owner', 'admin', 'super_admin', 'finance', 'member')", name="role"),
     )

@@ -1,0 +1,1 @@
+"""The ``twofa`` command line: one module per command group."""

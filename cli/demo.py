@@ -1,0 +1,176 @@
+"""``twofa demo``: the whole help article on embedded defaults (SQLite, mail written to files).
+
+Time is simulated (an injected clock that the demo moves forward), so the run takes seconds, yet every TOTP code is
+computed from the real secret and every email code is read back from the mail file the outbox wrote.
+"""
+
+from __future__ import annotations
+
+import email
+import os
+import re
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.policy import default as default_policy
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import select
+
+from twofa.settings import PROJECT_ROOT
+
+console = Console(width=None if os.isatty(1) else 120)
+PASSWORD = "demo password 1"
+ROLES = ["owner", "admin", "super_admin", "finance", "member"]
+
+
+def _prepare(var: Path) -> None:
+    var.mkdir(parents=True, exist_ok=True)
+    db = var / "demo.sqlite3"
+    for path in (db, db.with_suffix(".sqlite3-wal"), db.with_suffix(".sqlite3-shm")):
+        path.unlink(missing_ok=True)
+    outbox_dir = var / "outbox"
+    outbox_dir.mkdir(exist_ok=True)
+    for old in outbox_dir.glob("*.eml"):
+        old.unlink()
+    os.environ["TWOFA_DATABASE_URL"] = f"sqlite:///{db}"
+    os.environ["TWOFA_MAIL_BACKEND"] = "file"
+    os.environ["TWOFA_MAIL_DIR"] = str(outbox_dir)
+
+
+def _mails(outbox_dir: Path) -> list[EmailMessage]:
+    found = []
+    for path in sorted(outbox_dir.glob("*.eml"), key=lambda p: p.stat().st_mtime_ns):
+        message = email.message_from_bytes(path.read_bytes(), policy=default_policy)
+        assert isinstance(message, EmailMessage)
+        found.append(message)
+    return found
+
+
+def _code_from_mail(outbox_dir: Path, to: str) -> str:
+    for message in reversed(_mails(outbox_dir)):
+        if message["To"] == to and "verification code" in str(message["Subject"]):
+            body = message.get_body(preferencelist=("plain",))
+            match = re.search(r"\b(\d{6})\b", str(body.get_content()) if body else "")
+            if match:
+                return match.group(1)
+    raise RuntimeError(f"no email code for {to} in {outbox_dir}")
+
+
+def demo(
+    var: Path = typer.Option(PROJECT_ROOT / "var", help="Where the demo database, mail and files go."),
+) -> None:
+    """Run the help article end to end on SQLite, with mail written to files, and print what happened."""
+    _prepare(var)
+    # Imported after the environment is set, so the settings pick the demo's database and mail folder.
+    from twofa import accounts, enrolment, logins, manage, outbox, totp
+    from twofa.clock import FrozenClock
+    from twofa.db import session_factory, transaction
+    from twofa.errors import CodeReused
+    from twofa.mail.backends import backend_from_settings
+    from twofa.mail.sync import SynchronousDispatcher
+    from twofa.migrate import upgrade
+    from twofa.models import AuditEvent, LoginHistory, OutboxMessage
+    from twofa.sessions import Client
+    from twofa.settings import get_settings
+
+    get_settings.cache_clear()
+    settings = get_settings()
+    clock = FrozenClock(datetime.now(UTC).replace(microsecond=0))
+    factory = session_factory()
+    outbox.install_dispatcher(SynchronousDispatcher(factory, backend_from_settings(settings), clock))
+    web = Client(ip="192.0.2.10", user_agent="demo-browser/1.0")
+
+    console.rule("[bold]Wevion 2FA demo")
+    upgrade()
+    console.print(f"database: {settings.database_url}   mail: {settings.mail_dir}/*.eml")
+
+    with transaction(factory) as s:
+        org = accounts.create_org(s, "wevion-demo", name="Wevion Demo", clock=clock)
+        users = {}
+        for role in ROLES:
+            user = accounts.create_user(s, f"{role.replace('_', '-')}@demo.wevion.ai", PASSWORD, clock=clock)
+            accounts.add_member(s, org, user, role, clock=clock)
+            users[role] = user
+        sso = accounts.create_org(s, "sso-corp", sso_idp="okta", clock=clock)
+        sso_user = accounts.create_user(s, "dana@sso-corp.example", PASSWORD, clock=clock)
+        accounts.add_member(s, sso, sso_user, "admin", clock=clock)
+    console.print(f"organisation [bold]{org.slug}[/] with one member per role: {', '.join(ROLES)}")
+
+    owner, finance = users["owner"], users["finance"]
+    console.rule("1. The owner enrols an authenticator app")
+    with transaction(factory) as s:
+        started = enrolment.start_totp(s, owner, clock)
+    qr_path = var / "totp-qr.png"
+    qr_path.write_bytes(started.qr_png)
+    console.print(f"otpauth URL: {started.otpauth_url}")
+    console.print(f"QR code:     {qr_path} ({len(started.qr_png)} bytes)   secret: {started.secret}")
+    code = totp.code_at(started.secret, clock.now())
+    with transaction(factory) as s:
+        backup = enrolment.confirm_totp(s, owner, code, clock)
+    console.print(f"confirmed with code {code}; 10 backup codes shown once: {', '.join(backup)}")
+
+    console.rule("2. The finance member uses email codes instead")
+    with transaction(factory) as s:
+        enrolment.start_email(s, finance, clock)
+    mailed = _code_from_mail(settings.mail_dir, finance.email)
+    with transaction(factory) as s:
+        enrolment.confirm_email(s, finance, mailed, clock)
+    console.print(f"code {mailed} read from the mail in {settings.mail_dir}; email 2FA is on")
+
+    console.rule("3. Logging in: password, then the second factor")
+    clock.advance(seconds=90)
+    with transaction(factory) as s:
+        challenge = logins.login_with_password(s, owner.email, PASSWORD, web, clock)
+    assert isinstance(challenge, logins.SecondFactorRequired)
+    code = totp.code_at(started.secret, clock.now())
+    with transaction(factory) as s:
+        done = logins.complete_login(s, challenge.challenge, code, web, clock=clock)
+    console.print(
+        f"{owner.email}: password ok, methods {challenge.methods}, TOTP {code} -> session {done.session.session_id}"
+    )
+    try:
+        with transaction(factory) as s:
+            again = logins.login_with_password(s, owner.email, PASSWORD, web, clock)
+            assert isinstance(again, logins.SecondFactorRequired)
+        with transaction(factory) as s:
+            logins.complete_login(s, again.challenge, code, web, clock=clock)
+    except CodeReused as exc:
+        console.print(f"the same code again is refused: [yellow]{exc.code}[/] (audited)")
+
+    with transaction(factory) as s:
+        challenge = logins.login_with_password(s, finance.email, PASSWORD, web, clock)
+    assert isinstance(challenge, logins.SecondFactorRequired)
+    mailed = _code_from_mail(settings.mail_dir, finance.email)
+    with transaction(factory) as s:
+        logins.complete_login(s, challenge.challenge, mailed, web, clock=clock)
+    console.print(f"{finance.email}: password ok, email code {mailed} from the outbox -> signed in")
+
+    console.rule("4. A lost phone: the owner signs in with a backup code")
+    clock.advance(minutes=5)
+    with transaction(factory) as s:
+        challenge = logins.login_with_password(s, owner.email, PASSWORD, web, clock)
+    assert isinstance(challenge, logins.SecondFactorRequired)
+    with transaction(factory) as s:
+        logins.complete_login(s, challenge.challenge, backup[0], web, clock=clock)
+    with factory() as s:
+        left = manage.status(s, owner).backup_codes_left
+        sso_status = manage.status(s, sso_user)
+    console.print(f"backup code {backup[0]} accepted once; {left} left")
+    console.print(f"{sso_user.email}: {'Managed by SSO' if sso_status.managed_by_sso else 'not managed'}")
+
+    console.rule("Login history")
+    with factory() as s:
+        table = Table("time", "email", "outcome", "method", "2fa_verified")
+        for row in s.execute(select(LoginHistory).order_by(LoginHistory.id)).scalars():
+            table.add_row(
+                row.at.strftime("%H:%M:%S"), row.email, row.outcome, row.method or "", str(row.twofa_verified)
+            )
+        console.print(table)
+        events = [e for e in s.execute(select(AuditEvent.event).order_by(AuditEvent.id)).scalars()]
+        sent = s.execute(select(OutboxMessage).order_by(OutboxMessage.id)).scalars().all()
+    console.print(f"audit log: {', '.join(events)}")
+    console.print(f"emails: {len(sent)} written to {settings.mail_dir} ({sum(m.status == 'sent' for m in sent)} sent)")
+    console.rule("[green]demo finished")

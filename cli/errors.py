@@ -1,0 +1,33 @@
+"""Turning failures into one line on stderr and exit status 2, never a stack trace."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+import sqlalchemy.exc
+import typer
+from typer.core import TyperGroup
+
+from twofa.errors import DomainError
+
+USAGE_ERROR = 2
+
+
+def fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(USAGE_ERROR)
+
+
+class ErrorHandlingGroup(TyperGroup):
+    """The root command group: domain and database errors end the command with one clear line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DomainError as exc:
+            typer.echo(f"error: {exc.message} [{exc.code}]", err=True)
+            ctx.exit(USAGE_ERROR)
+        except sqlalchemy.exc.OperationalError as exc:
+            typer.echo(f"error: database unavailable or not migrated ({exc.orig}); run `twofa db upgrade`", err=True)
+            ctx.exit(USAGE_ERROR)

@@ -1,0 +1,21 @@
+"""The ``twofa`` command."""
+
+from __future__ import annotations
+
+import typer
+
+from cli import db, demo, orgs, support, users
+from cli.errors import ErrorHandlingGroup
+
+app = typer.Typer(
+    cls=ErrorHandlingGroup, help="Wevion two-factor authentication: policy and audit service.", no_args_is_help=True
+)
+app.add_typer(db.app, name="db")
+app.add_typer(orgs.app, name="org")
+app.add_typer(users.app, name="user")
+app.add_typer(support.app, name="support")
+app.command("demo")(demo.demo)
+
+
+if __name__ == "__main__":
+    app()

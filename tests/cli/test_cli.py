@@ -1,0 +1,182 @@
+"""The ``twofa`` command: what it prints, what it writes, and one clear line with status 2 on bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+from typer.testing import CliRunner
+
+from cli.main import app
+from tests.helpers import enrol_totp
+from twofa import accounts
+from twofa.clock import FrozenClock
+from twofa.models import AuditEvent, Membership, Organization, User
+from twofa.settings import get_settings
+
+
+@pytest.fixture
+def cli(factory: sessionmaker[Session], db_url: str, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("TWOFA_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    return CliRunner()
+
+
+def count(factory: sessionmaker[Session], model: type) -> int:
+    with factory() as s:
+        return int(s.execute(select(func.count()).select_from(model)).scalar_one())
+
+
+def test_org_and_user_create(cli: CliRunner, factory: sessionmaker[Session]) -> None:
+    result = cli.invoke(app, ["org", "create", "ssoco", "--sso", "okta"])
+    assert result.exit_code == 0, result.output
+    assert "managed by SSO (okta)" in result.output
+    result = cli.invoke(
+        app,
+        [
+            "user",
+            "create",
+            "--email",
+            "Ann@Example.com",
+            "--password",
+            "long enough",
+            "--org",
+            "acme",
+            "--role",
+            "finance",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "created ann@example.com as finance of acme"
+    with factory() as s:
+        org = accounts.get_org(s, "acme")
+        user = accounts.get_user(s, "ann@example.com")
+        assert org is not None and user is not None and org.sso_idp is None
+        membership = s.execute(select(Membership).where(Membership.user_id == user.id)).scalar_one()
+        assert (membership.org_id, membership.role) == (org.id, "finance")
+        assert user.password_hash.startswith("$argon2id$")
+
+
+def test_password_from_standard_input(cli: CliRunner, factory: sessionmaker[Session]) -> None:
+    result = cli.invoke(
+        app,
+        ["user", "create", "--email", "b@example.com", "--org", "acme", "--role", "admin"],
+        input="piped password\n",
+    )
+    assert result.exit_code == 0, result.output
+    with factory() as s:
+        user = accounts.get_user(s, "b@example.com")
+        assert user is not None
+    from twofa.passwords import verify_password
+
+    assert verify_password(user.password_hash, "piped password")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["org", "create", "Bad Slug"], "not a valid organisation slug"),
+        (
+            [
+                "user",
+                "create",
+                "--email",
+                "x@example.com",
+                "--password",
+                "long enough",
+                "--org",
+                "acme",
+                "--role",
+                "emperor",
+            ],
+            "unknown role 'emperor'",
+        ),
+        (
+            ["user", "create", "--email", "not-an-email", "--password", "long enough", "--org", "acme"],
+            "not a valid email address",
+        ),
+        (["user", "create", "--email", "x@example.com", "--password", "short", "--org", "acme"], "the password needs"),
+        (
+            ["support", "reset-2fa", "--email", "nobody@example.com", "--operator", "op", "--reason", "r"],
+            "no user 'nobody@example.com'",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_and_status_2_and_writes_nothing(
+    cli: CliRunner, factory: sessionmaker[Session], args: list[str], message: str
+) -> None:
+    result = cli.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert "Traceback" not in result.output
+    assert count(factory, Organization) == 0 and count(factory, User) == 0
+
+
+def test_duplicate_user_is_refused(cli: CliRunner, factory: sessionmaker[Session]) -> None:
+    args = ["user", "create", "--email", "d@example.com", "--password", "long enough", "--org", "acme"]
+    assert cli.invoke(app, args).exit_code == 0
+    result = cli.invoke(app, args)
+    assert result.exit_code == 2 and "exists already" in result.stderr
+    assert count(factory, User) == 1
+
+
+def test_support_reset(cli: CliRunner, factory: sessionmaker[Session], clock: FrozenClock) -> None:
+    from tests.helpers import make_user
+
+    user = make_user(factory, clock=clock)
+    enrol_totp(factory, user, clock)
+    result = cli.invoke(
+        app, ["support", "reset-2fa", "--email", user.email, "--operator", "carol", "--reason", "lost phone"]
+    )
+    assert result.exit_code == 0, result.output
+    with factory() as s:
+        row = s.execute(select(AuditEvent).where(AuditEvent.event == "2fa_reset_by_support")).scalar_one()
+        assert row.actor == "support:carol"
+        refreshed = s.get(User, user.id)
+        assert refreshed is not None and refreshed.twofa_method is None
+
+
+def test_help_on_every_command() -> None:
+    runner = CliRunner()
+    for args in (
+        ["--help"],
+        ["db", "--help"],
+        ["org", "create", "--help"],
+        ["user", "create", "--help"],
+        ["support", "reset-2fa", "--help"],
+        ["demo", "--help"],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0 and "Usage" in result.output, args
+
+
+def test_db_upgrade_creates_the_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWOFA_DATABASE_URL", f"sqlite:///{tmp_path / 'fresh.sqlite3'}")
+    get_settings.cache_clear()
+    result = CliRunner().invoke(app, ["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, ["org", "create", "acme"])
+    assert result.exit_code == 0, result.output
+
+
+def test_demo_runs_from_scratch(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TWOFA_DATABASE")}
+    done = subprocess.run(
+        [sys.executable, "-m", "cli.main", "demo", "--var", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "demo finished" in done.stdout
+    assert "Managed by SSO" in done.stdout and "code_reused" in done.stdout
+    assert (tmp_path / "totp-qr.png").read_bytes().startswith(b"\x89PNG")
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) >= 4
