@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import click
 import sqlalchemy.exc
 import typer
+from typer._click.core import Context  # typer vendors its own click
 from typer.core import TyperGroup
 
 from twofa.errors import DomainError
@@ -22,7 +22,7 @@ def fail(message: str) -> typer.Exit:
 class ErrorHandlingGroup(TyperGroup):
     """The root command group: domain and database errors end the command with one clear line."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Context) -> Any:
         try:
             return super().invoke(ctx)
         except DomainError as exc:
