@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import db, demo, orgs, support, users
+from cli import db, demo, orgs, support, users, worker
 from cli.errors import ErrorHandlingGroup
 
 app = typer.Typer(
@@ -15,6 +15,9 @@ app.add_typer(orgs.app, name="org")
 app.add_typer(users.app, name="user")
 app.add_typer(support.app, name="support")
 app.command("demo")(demo.demo)
+app.command("worker")(worker.worker)
+app.command("beat")(worker.beat)
+app.command("expire")(worker.expire)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     email_otp_resend_cooldown: int = 60
     email_otp_hourly_cap: int = 10
 
+    # A queued outbox row this many seconds past due is taken for lost and dispatched again by the sweeper.
+    outbox_sweep_grace: int = 30
+
     login_challenge_ttl: int = 600
     session_ttl: int = 12 * 3600
 

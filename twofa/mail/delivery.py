@@ -102,12 +102,14 @@ def record_failure(
     permanent: bool,
     retry_in: timedelta | None = None,
     clock: Clock = SYSTEM_CLOCK,
-) -> None:
-    """Note a failed attempt. A permanent failure (or one past the row's validity) ends the row and is audited;
-    an email code whose mail failed for good stops counting against the user's resend cooldown."""
+) -> bool:
+    """Note a failed attempt; True when the row should be tried again after ``retry_in``.
+
+    A permanent failure, or a retry that would land past the row's validity, ends the row and is audited; an email
+    code whose mail failed for good stops counting against the user's resend cooldown."""
     row = session.get(OutboxMessage, outbox_id, with_for_update=True, populate_existing=True)
     if row is None or row.status != OutboxStatus.QUEUED:
-        return
+        return False
     now = clock.now()
     row.attempts += 1
     row.last_error = error[:2000]
@@ -128,5 +130,6 @@ def record_failure(
             details={"outbox_id": row.id, "template": row.template, "error": row.last_error},
             clock=clock,
         )
-    else:
-        row.next_attempt_at = next_at
+        return False
+    row.next_attempt_at = next_at
+    return True

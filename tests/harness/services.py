@@ -1,0 +1,279 @@
+"""Starting and stopping the real things, on loopback, private to one test run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import redis
+import sqlalchemy as sa
+from aiosmtpd.controller import Controller
+
+from twofa.migrate import upgrade
+
+ROOT = Path(__file__).resolve().parents[2]
+PG_ADMIN_URL = os.environ.get("TWOFA_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.05, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+class RedisServer:
+    """A redis-server of our own on a free port: FLUSHALL and MONITOR touch nobody else's data."""
+
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(workdir),
+                "--logfile",
+                str(workdir / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.client = redis.Redis.from_url(self.url)
+        wait_for(self._ping, 10, what="redis-server to answer")
+
+    def _ping(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except redis.ConnectionError:
+            return False
+
+    def stop(self) -> None:
+        self.client.close()
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@dataclass
+class Received:
+    message: Message
+    raw: bytes
+    at: float  # time.monotonic() when accepted
+
+
+class ScriptedHandler:
+    """Answers DATA with scripted replies (``"451 ..."``, ``"550 ..."``, ``"hold"``), then ``250``."""
+
+    def __init__(self) -> None:
+        self.script: deque[str] = deque()
+        self.received: list[Received] = []
+        self.attempts = 0
+        self.release = threading.Event()
+        self.holding = threading.Event()
+        self.dropped = threading.Event()  # the client went away while its DATA was held
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def _client_gone(server: Any) -> bool:
+        reader = getattr(server, "_reader", None)
+        return bool(server.transport is None or server.transport.is_closing() or (reader and reader.at_eof()))
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self.lock:
+            self.attempts += 1
+            reply = self.script.popleft() if self.script else "250 OK"
+        if reply == "hold":
+            self.holding.set()
+            try:
+                while not self.release.is_set():
+                    if self._client_gone(server):
+                        self.dropped.set()
+                        return "421 client went away"  # reaches nobody: the message is not accepted
+                    await asyncio.sleep(0.01)
+            except asyncio.CancelledError:  # aiosmtpd cancels the handler when the client's EOF arrives
+                self.dropped.set()
+                raise
+            reply = "250 OK"
+        if reply.startswith("250"):
+            raw = bytes(envelope.content)
+            with self.lock:
+                self.received.append(Received(message_from_bytes(raw), raw, time.monotonic()))
+        return reply
+
+
+class SmtpServer:
+    """A real SMTP server (aiosmtpd) on loopback that can be scripted, stopped and started on the same port."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.handler = ScriptedHandler()
+        self.controller: Controller | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+    @property
+    def received(self) -> list[Received]:
+        with self.handler.lock:
+            return list(self.handler.received)
+
+    def to(self, address: str) -> list[Received]:
+        return [r for r in self.received if r.message["To"] == address]
+
+
+@contextlib.contextmanager
+def pg_database(prefix: str = "twofa_it") -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this run, dropped afterwards."""
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        from twofa.db import dispose_engines
+
+        dispose_engines()
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def service_env(db_url: str, broker_url: str, smtp_port: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TWOFA_")}
+    env.update(
+        TWOFA_DATABASE_URL=db_url,
+        TWOFA_BROKER_URL=broker_url,
+        TWOFA_MAIL_BACKEND="smtp",
+        TWOFA_SMTP_HOST="127.0.0.1",
+        TWOFA_SMTP_PORT=str(smtp_port),
+        TWOFA_SECRET_KEY=os.environ.get("TWOFA_SECRET_KEY", "integration-key-" + "y" * 32),
+        TWOFA_ARGON2_TIME_COST="1",
+        TWOFA_ARGON2_MEMORY_COST="256",
+        TWOFA_ARGON2_PARALLELISM="1",
+        PYTHONPATH=str(ROOT),
+    )
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Worker:
+    """``celery -A workers.app worker`` as its own process, its log in a file."""
+
+    env: dict[str, str]
+    log_path: Path
+    queues: str = "otp,mail,scheduled"
+    concurrency: int = 1
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def start(self, timeout: float = 60) -> Worker:
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.app",
+                "worker",
+                "--queues",
+                self.queues,
+                "--concurrency",
+                str(self.concurrency),
+                "--pool",
+                "prefork",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "--hostname",
+                f"it-{secrets.token_hex(3)}@%h",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        wait_for(
+            lambda: b" ready." in self.log_path.read_bytes()[offset:] or self.proc.poll() is not None,  # type: ignore[union-attr]
+            timeout,
+            what="the worker to be ready",
+        )
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"worker exited: {self.log_path.read_text()[-2000:]}")
+        return self
+
+    def children(self) -> list[int]:
+        assert self.proc is not None
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False)
+        return [int(p) for p in out.stdout.split()]
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (main process and pool children), as a crash or an OOM kill would."""
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
