@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
     smtp_timeout: float = 10.0
+    # One connection per worker process, reused across messages. Off: a connection per message (for comparison).
+    smtp_reuse_connection: bool = True
 
     issuer: str = "Wevion"
     templates_dir: Path = PROJECT_ROOT / "templates"

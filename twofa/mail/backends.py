@@ -97,6 +97,8 @@ class SmtpBackend:
                     self._drop()
                     self._conn = self._connect()
                     self._conn.send_message(message)
+                if not self.settings.smtp_reuse_connection:
+                    self._quit()
             except smtplib.SMTPRecipientsRefused as exc:
                 codes = [code for code, _ in exc.recipients.values()]
                 self._raise_for(min(codes), str(exc))
@@ -129,12 +131,15 @@ class SmtpBackend:
             with contextlib.suppress(OSError):
                 conn.close()
 
+    def _quit(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                self._conn.quit()
+        self._drop()
+
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None:
-                with contextlib.suppress(smtplib.SMTPException, OSError):
-                    self._conn.quit()
-            self._drop()
+            self._quit()
 
 
 def backend_from_settings(settings: Settings | None = None) -> MailBackend:
