@@ -151,6 +151,9 @@ def test_help_on_every_command() -> None:
         ["user", "create", "--help"],
         ["support", "reset-2fa", "--help"],
         ["demo", "--help"],
+        ["worker", "--help"],
+        ["beat", "--help"],
+        ["expire", "--help"],
     ):
         result = runner.invoke(app, args)
         assert result.exit_code == 0 and "Usage" in result.output, args
@@ -163,6 +166,12 @@ def test_db_upgrade_creates_the_schema(tmp_path: Path, monkeypatch: pytest.Monke
     assert result.exit_code == 0, result.output
     result = CliRunner().invoke(app, ["org", "create", "acme"])
     assert result.exit_code == 0, result.output
+
+
+def test_expire_command(cli: CliRunner) -> None:
+    result = cli.invoke(app, ["expire"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("expired 0 codes and 0 unsent mails; purged 0 old rows")
 
 
 def test_demo_runs_from_scratch(tmp_path: Path) -> None:
@@ -178,5 +187,6 @@ def test_demo_runs_from_scratch(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "demo finished" in done.stdout
     assert "Managed by SSO" in done.stdout and "code_reused" in done.stdout
+    assert "went to queue 'otp'" in done.stdout and "5 sent by the worker" in done.stdout
     assert (tmp_path / "totp-qr.png").read_bytes().startswith(b"\x89PNG")
     assert len(list((tmp_path / "outbox").glob("*.eml"))) >= 4

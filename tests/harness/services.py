@@ -210,6 +210,7 @@ class Worker:
     log_path: Path
     queues: str = "otp,mail,scheduled"
     concurrency: int = 1
+    extra_args: list[str] = field(default_factory=list)  # appended to the celery command line
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def start(self, timeout: float = 60) -> Worker:
@@ -236,6 +237,7 @@ class Worker:
                 "--without-heartbeat",
                 "--hostname",
                 f"it-{secrets.token_hex(3)}@%h",
+                *self.extra_args,
             ],
             cwd=ROOT,
             env=self.env,

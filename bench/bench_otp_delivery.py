@@ -1,0 +1,534 @@
+"""Email OTP delivery, from the request to the SMTP server's acceptance, beside a no-op Celery task.
+
+Everything is real and private to this run: a redis-server on a free port, a fresh migrated PostgreSQL database, an
+aiosmtpd server in this process, ``celery -A workers.app worker`` processes (prefork). This process plays the API:
+each request issues one email code in its own transaction, and the outbox dispatcher publishes the row id after
+the commit. Latency is the SMTP server's arrival time minus the moment just before the request's transaction began
+(both ``time.monotonic()``, which is host-wide on Linux).
+
+Phases: no-op task throughput; OTP throughput at saturation (ratio to the no-op); latency at an open-loop half of
+that maximum; the same while a CPU-heavy report task runs in another worker; throughput with one SMTP connection
+per message against a reused one. The last line of stdout is one JSON object with every figure and the goals.
+
+    .venv/bin/python bench/bench_otp_delivery.py [--help]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import re
+import secrets
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests.harness, bench.tasks
+# Like tests/conftest.py: cheap argon2, a fixed key; set before twofa reads its settings. service_env() hands the
+# same TWOFA_SECRET_KEY to the workers.
+os.environ.update(
+    TWOFA_SECRET_KEY=os.environ.get("TWOFA_SECRET_KEY", "bench-key-" + "z" * 40),
+    TWOFA_ARGON2_TIME_COST="1",
+    TWOFA_ARGON2_MEMORY_COST="256",
+    TWOFA_ARGON2_PARALLELISM="1",
+)
+
+import redis
+from celery import Celery
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.harness.services import RedisServer, SmtpServer, Worker, pg_database, service_env, wait_for
+from twofa import email_otp, outbox
+from twofa.db import get_engine, transaction
+from twofa.models import OutboxMessage, User
+from twofa.passwords import hash_password
+from workers.dispatch import CeleryDispatcher
+
+BENCH_QUEUE = "bench"
+TASKS_MODULE = "bench.tasks"
+# The bench queue is not in celeryconfig's task_queues (task_create_missing_queues is off); the worker is told
+# on its command line (``-- key=value`` is Celery's config override) to accept it.
+WORKER_EXTRA = ["--include", TASKS_MODULE, "--", "task_create_missing_queues=true"]
+
+GOAL_OTP_VS_NOOP = 0.40
+GOAL_P50_MS = 20.0
+GOAL_P99_MS = 100.0
+GOAL_P99_WITH_REPORT_MS = 250.0
+GOAL_REUSE_RATIO = 1.4
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+# --- CPU accounting (where the time goes) -------------------------------------------------------------------------
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu(pid: int) -> tuple[str, float]:
+    """(command name, user+system CPU seconds) of a process, from /proc."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "", 0.0
+    name = raw[raw.index("(") + 1 : raw.rindex(")")]
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return name, (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15 of stat)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        found: list[int] = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(c) for c in (task / "children").read_text().split()]
+        return found
+    except OSError:
+        return []
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds used by the parties of one measurement: this process, the workers, PostgreSQL, redis-server."""
+
+    workers: list[Worker]
+    redis_pid: int
+    start: dict[str, dict[int, float]] = field(default_factory=dict)
+    used: dict[str, float] = field(default_factory=dict)
+
+    def _sample(self) -> dict[str, dict[int, float]]:
+        groups: dict[str, dict[int, float]] = {"bench": {}, "worker": {}, "postgres": {}, "redis": {}}
+        groups["bench"][os.getpid()] = _proc_cpu(os.getpid())[1]
+        groups["redis"][self.redis_pid] = _proc_cpu(self.redis_pid)[1]
+        for w in self.workers:
+            if w.proc is not None and w.proc.poll() is None:
+                for pid in [w.proc.pid, *_children(w.proc.pid)]:
+                    groups["worker"][pid] = _proc_cpu(pid)[1]
+        for entry in Path("/proc").iterdir():  # every postgres process on the host (the server is shared)
+            if entry.name.isdigit():
+                name, cpu = _proc_cpu(int(entry.name))
+                if name == "postgres":
+                    groups["postgres"][int(entry.name)] = cpu
+        return groups
+
+    def __enter__(self) -> CpuMeter:
+        self.start = self._sample()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        end = self._sample()
+        self.used = {
+            group: round(sum(cpu - self.start[group].get(pid, 0.0) for pid, cpu in pids.items()), 2)
+            for group, pids in end.items()
+        }
+
+
+# --- the API side ---------------------------------------------------------------------------------------------------
+
+
+def create_users(factory: sessionmaker[Session], prefix: str, count: int) -> list[User]:
+    """``count`` users in one INSERT (one password hash shared: nobody signs in here). Each user gets one code: the
+    resend cooldown is per user."""
+    password_hash = hash_password("bench password")
+    now = datetime.now(UTC)
+    rows = [
+        {"email": f"{prefix}-{i}@bench.example", "password_hash": password_hash, "created_at": now}
+        for i in range(count)
+    ]
+    with transaction(factory) as s:
+        s.execute(insert(User), rows)
+        users = list(s.execute(select(User).where(User.email.like(f"{prefix}-%")).order_by(User.id)).scalars())
+    assert len(users) == count
+    return users
+
+
+def request_code(factory: sessionmaker[Session], user: User) -> None:
+    """What the API does for "email me a code": one transaction; the task is published after the commit."""
+    with transaction(factory) as s:
+        email_otp.issue(s, user, email_otp.ENROL)
+
+
+def wait_arrivals(smtp: SmtpServer, base: int, count: int, timeout: float) -> None:
+    wait_for(lambda: len(smtp.handler.received) - base >= count, timeout, interval=0.01, what=f"{count} emails")
+
+
+def arrivals_by_address(smtp: SmtpServer, base: int, expected: set[str]) -> dict[str, float]:
+    """SMTP acceptance time per recipient, for the emails received since ``base``; each expected exactly once."""
+    found: dict[str, float] = {}
+    for received in smtp.received[base:]:
+        to = str(received.message["To"])
+        if to in found:
+            raise RuntimeError(f"two emails to {to}")
+        found[to] = received.at
+    if set(found) != expected:
+        missing, extra = expected - set(found), set(found) - expected
+        raise RuntimeError(f"{len(missing)} expected emails missing, {len(extra)} unexpected: {sorted(extra)[:3]}")
+    return found
+
+
+@dataclass
+class Saturation:
+    requests: int
+    seconds: float  # first request to the last SMTP acceptance
+    issue_seconds: float  # first request to the last request's commit (and publish)
+
+    @property
+    def tps(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def issue_rate(self) -> float:
+        return self.requests / self.issue_seconds
+
+
+def saturate(factory: sessionmaker[Session], smtp: SmtpServer, users: list[User], producers: int) -> Saturation:
+    """Every user asks for a code at once (``producers`` API threads, back to back); until the last is accepted."""
+    base = len(smtp.handler.received)
+    started = time.monotonic()
+    with ThreadPoolExecutor(producers) as pool:
+        list(pool.map(lambda u: request_code(factory, u), users))
+    issued = time.monotonic()
+    wait_arrivals(smtp, base, len(users), timeout=60 + len(users) / 5)
+    last = max(arrivals_by_address(smtp, base, {u.email for u in users}).values())
+    return Saturation(len(users), last - started, issued - started)
+
+
+@dataclass
+class Latency:
+    rate: float
+    latencies_ms: list[float]
+    start_lag_ms: list[float]  # how late each request started against its open-loop schedule
+    first_start: float
+    last_arrival: float
+
+    def p(self, q: float) -> float:
+        return percentile(self.latencies_ms, q)
+
+
+def paced(factory: sessionmaker[Session], smtp: SmtpServer, users: list[User], rate: float, threads: int) -> Latency:
+    """Open loop: request ``i`` is due at ``t0 + i / rate`` whatever happened to the earlier ones."""
+    base = len(smtp.handler.received)
+    starts: dict[str, float] = {}
+    lags: list[float] = []
+    lock = threading.Lock()
+
+    def one(user: User, due: float) -> None:
+        started = time.monotonic()
+        with lock:
+            starts[user.email] = started
+            lags.append((started - due) * 1000)
+        request_code(factory, user)
+
+    with ThreadPoolExecutor(threads) as pool:
+        t0 = time.monotonic() + 0.05
+        futures = []
+        for i, user in enumerate(users):
+            due = t0 + i / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            futures.append(pool.submit(one, user, due))
+        for f in futures:
+            f.result()
+    wait_arrivals(smtp, base, len(users), timeout=60)
+    arrived = arrivals_by_address(smtp, base, set(starts))
+    latencies = [(arrived[to] - started) * 1000 for to, started in starts.items()]
+    return Latency(rate, latencies, lags, min(starts.values()), max(arrived.values()))
+
+
+# --- the worker side ------------------------------------------------------------------------------------------------
+
+
+def noop_throughput(client: Celery, r: redis.Redis, count: int) -> tuple[float, float]:
+    """(tasks per second, seconds): ``count`` no-op tasks published back to back, until the last has run."""
+    counter = f"bench:noop:{secrets.token_hex(4)}"
+    started = time.monotonic()
+    for _ in range(count):
+        client.send_task("bench.noop", args=[counter, count], queue=BENCH_QUEUE)
+    wait_for(lambda: bool(r.exists(f"{counter}:at")), 60 + count / 20, interval=0.02, what="the no-op tasks")
+    seconds = float(r.get(f"{counter}:at") or 0) - started
+    return count / seconds, seconds
+
+
+TASK_LINE = re.compile(r"Task (\S+)\[[^\]]+\] succeeded in ([0-9.e-]+)s")
+
+
+def task_runtimes(log: str) -> dict[str, list[float]]:
+    """The run time of each task the worker logged as succeeded (Celery's INFO line), in ms, by task name."""
+    found: dict[str, list[float]] = {}
+    for name, seconds in TASK_LINE.findall(log):
+        found.setdefault(name, []).append(float(seconds) * 1000)
+    return found
+
+
+def summary_ms(values: list[float]) -> str:
+    if not values:
+        return "none"
+    mean, p50, p99 = statistics.fmean(values), percentile(values, 50), percentile(values, 99)
+    return f"{len(values)} runs, mean {mean:.2f} ms, p50 {p50:.2f} ms, p99 {p99:.2f} ms"
+
+
+# --- the run --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    args: argparse.Namespace
+    tmp: Path
+    redis: RedisServer
+    db_url: str
+    smtp: SmtpServer
+    client: Celery
+    workers: list[Worker] = field(default_factory=list)
+    results: dict[str, Any] = field(default_factory=dict)
+    batch: int = 0
+
+    @property
+    def factory(self) -> sessionmaker[Session]:
+        return sessionmaker(bind=get_engine(self.db_url), expire_on_commit=False)
+
+    def worker(self, name: str, *, queues: str, concurrency: int, **env: str) -> Worker:
+        w = Worker(
+            env=service_env(self.db_url, self.redis.url, self.smtp.port, **env),
+            log_path=self.tmp / f"{name}.log",
+            queues=queues,
+            concurrency=concurrency,
+            extra_args=WORKER_EXTRA,
+        )
+        self.workers.append(w)
+        return w.start()
+
+    def users(self, count: int) -> list[User]:
+        self.batch += 1
+        return create_users(self.factory, f"u{self.batch}", count)
+
+    def warm_up(self, count: int = 30) -> None:
+        """Every pool child connected to PostgreSQL and SMTP, templates compiled, before anything is timed."""
+        base = len(self.smtp.handler.received)
+        for user in self.users(count):
+            request_code(self.factory, user)
+        wait_arrivals(self.smtp, base, count, timeout=60)
+
+    def meter(self) -> CpuMeter:
+        return CpuMeter(self.workers, self.redis.proc.pid)
+
+    def stop_workers(self) -> None:
+        for w in self.workers:
+            w.stop()
+
+
+def cpu_line(meter: CpuMeter, seconds: float) -> str:
+    parts = ", ".join(f"{k} {v:.2f}" for k, v in meter.used.items())
+    return f"    CPU seconds over {seconds:.2f} s of wall time (2 cores = {2 * seconds:.2f}): {parts}"
+
+
+def run(b: Run) -> None:
+    a = b.args
+    r = b.redis.client
+    say(f"host: {os.cpu_count()} CPUs, load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+    # 1-2. One worker: otp, mail and the bench queue, two prefork children, SMTP connection reused.
+    main = b.worker("worker", queues=f"otp,mail,{BENCH_QUEUE}", concurrency=2)
+    say(f"worker ready: queues otp,mail,{BENCH_QUEUE}, concurrency 2, prefork (log {main.log_path})")
+    noop_throughput(b.client, r, 200)  # warm-up
+    b.warm_up()
+
+    # 3. No-op throughput.
+    with b.meter() as meter:
+        noop_tps, noop_s = noop_throughput(b.client, r, a.noop)
+    say(f"no-op task: {a.noop} in {noop_s:.2f} s = {noop_tps:.0f} tasks/s")
+    say(cpu_line(meter, noop_s))
+    b.results.update(noop_tps=round(noop_tps, 1), noop_cpu_s=meter.used)
+
+    # 4. OTP throughput at saturation.
+    users = b.users(a.otp)
+    time.sleep(0.5)
+    with b.meter() as meter:
+        sat = saturate(b.factory, b.smtp, users, a.producers)
+    ratio = sat.tps / noop_tps
+    say(
+        f"email OTP at saturation: {sat.requests} requests ({a.producers} API threads) issued in "
+        f"{sat.issue_seconds:.2f} s ({sat.issue_rate:.0f}/s), all accepted by SMTP after {sat.seconds:.2f} s "
+        f"= {sat.tps:.0f} OTP/s; {ratio:.1%} of the no-op task's throughput"
+    )
+    say(cpu_line(meter, sat.seconds))
+    b.results.update(
+        otp_tps=round(sat.tps, 1),
+        otp_vs_noop=round(ratio, 3),
+        otp_issue_rate=round(sat.issue_rate, 1),
+        otp_cpu_s=meter.used,
+    )
+
+    # 5. Latency at half the maximum load, open loop.
+    rate = sat.tps / 2
+    users = b.users(max(20, round(rate * a.seconds)))
+    time.sleep(0.5)
+    lat = paced(b.factory, b.smtp, users, rate, a.producers * 2)
+    say(
+        f"latency at half load ({rate:.0f} requests/s for {a.seconds:.0f} s, {len(users)} requests): "
+        f"p50 {lat.p(50):.1f} ms, p90 {lat.p(90):.1f} ms, p99 {lat.p(99):.1f} ms, max {max(lat.latencies_ms):.1f} ms "
+        f"(requests started up to {max(lat.start_lag_ms):.1f} ms late)"
+    )
+    b.results.update(
+        half_load_rate=round(rate, 1),
+        p50_ms=round(lat.p(50), 2),
+        p90_ms=round(lat.p(90), 2),
+        p99_ms=round(lat.p(99), 2),
+        max_ms=round(max(lat.latencies_ms), 2),
+    )
+
+    # 6. The same while a long report task runs on this host (its own worker, queue "reports").
+    reports = b.worker("reports", queues="reports", concurrency=1)
+    flag = f"bench:report:{secrets.token_hex(4)}"
+    report_seconds = a.seconds + 5
+    b.client.send_task("bench.report", args=[report_seconds, flag], queue="reports")
+    wait_for(lambda: bool(r.exists(f"{flag}:started")), 60, what="the report task to start")
+    users = b.users(max(20, round(rate * a.seconds)))
+    time.sleep(1.0)
+    lat_r = paced(b.factory, b.smtp, users, rate, a.producers * 2)
+    report_running = not r.exists(f"{flag}:done")
+    wait_for(lambda: bool(r.exists(f"{flag}:done")), report_seconds + 60, what="the report task to finish")
+    report_started, report_done = float(r.get(f"{flag}:started") or 0), float(r.get(f"{flag}:done") or 0)
+    overlap = (min(report_done, lat_r.last_arrival) - max(report_started, lat_r.first_start)) / (
+        lat_r.last_arrival - lat_r.first_start
+    )
+    say(
+        f"latency at half load with a report running ({report_done - report_started:.1f} s of pandas group-bys, "
+        f"{int(r.get(f'{flag}:rounds') or 0)} rounds; it covered {overlap:.0%} of the window): "
+        f"p50 {lat_r.p(50):.1f} ms, p90 {lat_r.p(90):.1f} ms, p99 {lat_r.p(99):.1f} ms, "
+        f"max {max(lat_r.latencies_ms):.1f} ms (requests started up to {max(lat_r.start_lag_ms):.1f} ms late)"
+    )
+    if not report_running or overlap < 0.99:
+        say("    WARNING: the report did not run for the whole latency window")
+    reports.stop()
+    b.results.update(
+        p50_ms_with_report=round(lat_r.p(50), 2),
+        p90_ms_with_report=round(lat_r.p(90), 2),
+        p99_ms_with_report=round(lat_r.p(99), 2),
+        max_ms_with_report=round(max(lat_r.latencies_ms), 2),
+        report_overlap=round(overlap, 3),
+    )
+    main.stop()
+    runtimes = task_runtimes(main.log())
+    say(f"    worker task run times (Celery's log): bench.noop {summary_ms(runtimes.get('bench.noop', []))}")
+    say(f"    twofa.deliver_email {summary_ms(runtimes.get('twofa.deliver_email', []))}")
+    b.results.update(
+        noop_task_ms_p50=round(percentile(runtimes.get("bench.noop", []), 50), 3),
+        otp_task_ms_p50=round(percentile(runtimes.get("twofa.deliver_email", []), 50), 3),
+    )
+
+    # 7. One SMTP connection per message against one reused connection, a fresh worker each.
+    tps: dict[bool, float] = {}
+    for reuse in (False, True):
+        w = b.worker(
+            f"worker-reuse-{reuse}",
+            queues=f"otp,mail,{BENCH_QUEUE}",
+            concurrency=2,
+            TWOFA_SMTP_REUSE_CONNECTION=str(reuse).lower(),
+        )
+        b.warm_up()
+        users = b.users(a.reuse_users)
+        time.sleep(0.5)
+        sat = saturate(b.factory, b.smtp, users, a.producers)
+        w.stop()
+        tps[reuse] = sat.tps
+        say(f"SMTP connection {'reused' if reuse else 'per message'}: {sat.requests} OTPs, {sat.tps:.0f} OTP/s")
+    reuse_ratio = tps[True] / tps[False]
+    say(f"reused / per message: {reuse_ratio:.2f}x")
+    b.results.update(
+        reuse_tps=round(tps[True], 1), per_message_tps=round(tps[False], 1), reuse_ratio=round(reuse_ratio, 3)
+    )
+
+    # Sanity: every row sent once, first try.
+    with b.factory() as s:
+        statuses = dict(s.execute(select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)).all())
+        retried = s.execute(select(func.count()).where(OutboxMessage.attempts > 1)).scalar_one()
+    say(f"outbox rows: {statuses}, {retried} needed more than one attempt")
+    b.results.update(outbox_statuses=statuses, outbox_retried=retried)
+
+    res = b.results
+    b.results["goals"] = {
+        f"otp_vs_noop>={GOAL_OTP_VS_NOOP:.2f}": res["otp_vs_noop"] >= GOAL_OTP_VS_NOOP,
+        f"p50_ms<{GOAL_P50_MS:g}": res["p50_ms"] < GOAL_P50_MS,
+        f"p99_ms<{GOAL_P99_MS:g}": res["p99_ms"] < GOAL_P99_MS,
+        f"p99_ms_with_report<{GOAL_P99_WITH_REPORT_MS:g}": res["p99_ms_with_report"] < GOAL_P99_WITH_REPORT_MS,
+        f"reuse_ratio>={GOAL_REUSE_RATIO:g}": res["reuse_ratio"] >= GOAL_REUSE_RATIO,
+    }
+
+
+@contextlib.contextmanager
+def services(args: argparse.Namespace) -> Iterator[Run]:
+    """Everything the run needs, torn down in reverse order however the run ends."""
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_otp_")))
+        redis_server = RedisServer(tmp)
+        stack.callback(redis_server.stop)
+        db_url = stack.enter_context(pg_database("twofa_bench"))
+        smtp = SmtpServer()
+        stack.callback(smtp.stop)
+        client = Celery("bench-client")
+        client.config_from_object("celeryconfig")
+        client.conf.update(broker_url=redis_server.url, task_create_missing_queues=True)  # the bench queue
+        stack.callback(client.close)
+        previous = outbox.install_dispatcher(CeleryDispatcher(client))
+        stack.callback(outbox.install_dispatcher, previous)
+        b = Run(args, tmp, redis_server, db_url, smtp, client)
+        stack.callback(b.stop_workers)  # before the database is dropped and Redis stopped
+        try:
+            yield b
+        except BaseException:
+            for w in b.workers:
+                with contextlib.suppress(OSError):
+                    sys.stderr.write(f"--- {w.log_path.name} (last lines)\n{w.log()[-3000:]}\n")
+            raise
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--noop", type=int, default=2000, help="no-op tasks (default 2000)")
+    p.add_argument("--otp", type=int, default=1500, help="users (one code each) at saturation (default 1500)")
+    p.add_argument("--seconds", type=float, default=12, help="length of each latency window (default 12)")
+    p.add_argument("--reuse-users", type=int, default=600, help="codes per SMTP reuse measurement (default 600)")
+    p.add_argument("--producers", type=int, default=4, help="API threads at saturation (default 4)")
+    return p.parse_args(argv)
+
+
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the clean-up
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    started = time.monotonic()
+    with services(args) as b:
+        run(b)
+    b.results["wall_seconds"] = round(time.monotonic() - started, 1)
+    say(json.dumps(b.results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Outbox delivery rules: claiming, retries bounded by validity, the sweeper, expiry; and the Celery settings."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.helpers import make_user
+from twofa import email_otp, maintenance, outbox
+from twofa.clock import FrozenClock
+from twofa.db import transaction
+from twofa.mail.backends import MemoryBackend
+from twofa.mail.delivery import Delivery, deliver, record_failure
+from twofa.mail.sweep import MAX_ATTEMPTS, stale
+from twofa.models import EmailOtp, OutboxMessage
+
+
+@pytest.fixture
+def no_dispatch() -> object:
+    previous = outbox.install_dispatcher(None)
+    yield None
+    outbox.install_dispatcher(previous)
+
+
+def queue_code(factory: sessionmaker[Session], clock: FrozenClock, email: str = "a@example.com") -> int:
+    user = make_user(factory, email, clock=clock)
+    with transaction(factory) as s:
+        otp = email_otp.issue(s, user, email_otp.ENROL, clock=clock)
+        s.flush()
+        return s.execute(select(OutboxMessage.id).where(OutboxMessage.email_otp_id == otp.id)).scalar_one()
+
+
+def status(factory: sessionmaker[Session], row_id: int) -> str:
+    with factory() as s:
+        row = s.get(OutboxMessage, row_id)
+        assert row is not None
+        return row.status
+
+
+def test_a_row_is_sent_once(factory: sessionmaker[Session], clock: FrozenClock, no_dispatch: None) -> None:
+    row_id = queue_code(factory, clock)
+    backend = MemoryBackend()
+    results = []
+    for _ in range(3):  # a duplicated, redelivered or retried task
+        with transaction(factory) as s:
+            results.append(deliver(s, row_id, backend, clock))
+    assert results == [Delivery.SENT, Delivery.SKIPPED, Delivery.SKIPPED]
+    assert len(backend.sent) == 1
+
+
+def test_retry_past_validity_fails_the_row_and_frees_the_user(
+    factory: sessionmaker[Session], clock: FrozenClock, no_dispatch: None
+) -> None:
+    row_id = queue_code(factory, clock)
+    with transaction(factory) as s:
+        assert record_failure(s, row_id, "451 later", permanent=False, retry_in=timedelta(seconds=5), clock=clock)
+    assert status(factory, row_id) == "queued"
+    clock.advance(seconds=290)
+    with transaction(factory) as s:
+        assert not record_failure(s, row_id, "451 later", permanent=False, retry_in=timedelta(seconds=15), clock=clock)
+    assert status(factory, row_id) == "failed"
+    with factory() as s:
+        otp = s.execute(select(EmailOtp)).scalar_one()
+        assert otp.delivery_failed_at == clock.now()
+
+
+def test_sweeper_finds_lost_rows_and_ends_dead_ones(
+    factory: sessionmaker[Session], clock: FrozenClock, no_dispatch: None
+) -> None:
+    lost = queue_code(factory, clock, "lost@example.com")
+    clock.advance(seconds=10)
+    fresh = queue_code(factory, clock, "fresh@example.com")
+    with transaction(factory) as s:
+        assert stale(s, clock, grace=timedelta(seconds=30)) == []
+    clock.advance(seconds=25)
+    with transaction(factory) as s:
+        refs = stale(s, clock, grace=timedelta(seconds=30))
+    assert [(r.id, r.queue) for r in refs] == [(lost, "otp")]
+    with transaction(factory) as s:  # safe to run twice: same answer, nothing changed
+        assert stale(s, clock, grace=timedelta(seconds=30)) == refs
+    with factory() as s:
+        row = s.get(OutboxMessage, fresh)
+        assert row is not None
+        row.attempts = MAX_ATTEMPTS
+        s.commit()
+    clock.advance(seconds=300)
+    with transaction(factory) as s:
+        assert stale(s, clock, grace=timedelta(seconds=30)) == []
+    assert (status(factory, lost), status(factory, fresh)) == ("expired", "expired")
+
+
+def test_expire_is_idempotent_and_purges_old_rows(
+    factory: sessionmaker[Session], clock: FrozenClock, no_dispatch: None
+) -> None:
+    queue_code(factory, clock)
+    clock.advance(minutes=6)
+    with transaction(factory) as s:
+        first = maintenance.expire(s, clock)
+    with transaction(factory) as s:
+        second = maintenance.expire(s, clock)
+    assert (first.codes, first.mails) == (1, 1) and (second.codes, second.mails, second.purged) == (0, 0, 0)
+    clock.advance(days=100)
+    with transaction(factory) as s:
+        purged = maintenance.expire(s, clock).purged
+    assert purged == 2  # the code and its (expired) mail
+    with factory() as s:
+        assert s.execute(select(EmailOtp)).first() is None
+
+
+def test_celery_settings() -> None:
+    import celeryconfig
+    from workers.mail_tasks import MAX_BACKOFF, backoff
+
+    assert celeryconfig.accept_content == ["json"] and celeryconfig.task_serializer == "json"
+    assert celeryconfig.task_acks_late and celeryconfig.task_reject_on_worker_lost
+    assert celeryconfig.worker_prefetch_multiplier == 1
+    vt = celeryconfig.VISIBILITY_TIMEOUT
+    assert celeryconfig.broker_transport_options["visibility_timeout"] == vt
+    assert celeryconfig.result_backend_transport_options["visibility_timeout"] == vt
+    assert max(MAX_BACKOFF.values()) < vt and celeryconfig.task_time_limit < vt
+    assert celeryconfig.task_soft_time_limit < celeryconfig.task_time_limit
+    assert {q.name for q in celeryconfig.task_queues} == {"otp", "mail", "scheduled", "reports"}
+    for retries in range(20):
+        for queue in ("otp", "mail"):
+            cap = min(2.0**retries, MAX_BACKOFF[queue])
+            assert cap / 2 <= backoff(retries, queue) <= cap
+    assert MAX_BACKOFF["otp"] <= 5  # an email code lives 5 minutes: it is retried every few seconds
