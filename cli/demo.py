@@ -201,15 +201,18 @@ def _story(var: Path, settings: Any) -> None:
     console.rule("Login history")
     with factory() as s:
         table = Table("time", "email", "outcome", "method", "2fa_verified")
-        for row in s.execute(select(LoginHistory).order_by(LoginHistory.id)).scalars():
+        for entry in s.execute(select(LoginHistory).order_by(LoginHistory.id)).scalars():
             table.add_row(
-                row.at.strftime("%H:%M:%S"), row.email, row.outcome, row.method or "", str(row.twofa_verified)
+                entry.at.strftime("%H:%M:%S"), entry.email, entry.outcome, entry.method or "", str(entry.twofa_verified)
             )
         console.print(table)
-        events = [e for e in s.execute(select(AuditEvent.event).order_by(AuditEvent.id)).scalars()]
-        sent = s.execute(select(OutboxMessage).order_by(OutboxMessage.id)).scalars().all()
+        events = list(s.execute(select(AuditEvent.event).order_by(AuditEvent.id)).scalars())
     console.print(f"audit log: {', '.join(events)}")
-    time.sleep(0.5)  # let the worker finish the last notifications
-    with factory() as s:
-        sent = s.execute(select(OutboxMessage).order_by(OutboxMessage.id)).scalars().all()
+    deadline = time.monotonic() + 10
+    while True:  # let the worker finish the last notifications
+        with factory() as s:
+            sent = s.execute(select(OutboxMessage).order_by(OutboxMessage.id)).scalars().all()
+        if time.monotonic() > deadline or all(m.status != "queued" for m in sent):
+            break
+        time.sleep(0.05)
     console.print(f"emails: {len(sent)} in the outbox, {sum(m.status == 'sent' for m in sent)} sent by the worker")
