@@ -44,6 +44,7 @@ task_routes = {
     "twofa.deliver_email": {"queue": "mail"},  # email codes are sent to "otp" explicitly by the dispatcher
     "twofa.expire_codes": {"queue": "scheduled"},
     "twofa.sweep_outbox": {"queue": "scheduled"},
+    "twofa.enforce_policies": {"queue": "scheduled"},
     "twofa.report.*": {"queue": "reports"},
 }
 
@@ -52,6 +53,7 @@ enable_utc = True
 beat_schedule = {
     "expire-codes": {"task": "twofa.expire_codes", "schedule": 60.0, "options": {"expires": 55}},
     "sweep-outbox": {"task": "twofa.sweep_outbox", "schedule": 60.0, "options": {"expires": 55}},
+    "enforce-policies": {"task": "twofa.enforce_policies", "schedule": 900.0, "options": {"expires": 850}},
 }
 
 worker_send_task_events = False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import db, demo, orgs, support, users, worker
+from cli import db, demo, orgs, policy, reminders, support, users, worker
 from cli.errors import ErrorHandlingGroup
 
 app = typer.Typer(
@@ -14,6 +14,8 @@ app.add_typer(db.app, name="db")
 app.add_typer(orgs.app, name="org")
 app.add_typer(users.app, name="user")
 app.add_typer(support.app, name="support")
+app.add_typer(policy.app, name="policy")
+app.add_typer(reminders.app, name="reminders")
 app.command("demo")(demo.demo)
 app.command("worker")(worker.worker)
 app.command("beat")(worker.beat)

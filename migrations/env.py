@@ -5,7 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-import twofa.models  # noqa: F401  (registers every table)
+import policies.models  # noqa: F401  (registers the policy tables)
+import twofa.models  # noqa: F401  (registers every core table)
 from twofa.db import Base, get_engine
 from twofa.settings import get_settings
 

@@ -97,6 +97,22 @@ def add_member(
     return membership
 
 
+def change_role(
+    session: Session, org: Organization, user: User, role: str, *, clock: Clock = SYSTEM_CLOCK
+) -> Membership:
+    parsed = parse_role(role)
+    membership = session.execute(
+        select(Membership).where(Membership.org_id == org.id, Membership.user_id == user.id)
+    ).scalar_one_or_none()
+    if membership is None:
+        raise NotFound(f"{user.email} is not a member of {org.slug}")
+    if membership.role != parsed.value:
+        membership.role = parsed.value
+        membership.role_changed_at = clock.now()
+        session.flush()
+    return membership
+
+
 def is_managed_by_sso(session: Session, user_id: int) -> bool:
     """A member of any organisation that signs in through SSO has 2FA managed by that identity provider."""
     return bool(

@@ -15,17 +15,19 @@ from twofa.settings import get_settings
 from twofa.throttle import lock_user
 
 
-def _check_can_enrol(session: Session, user: User) -> None:
+def _check_can_enrol(session: Session, user: User, method: TwoFactorMethod) -> None:
     if is_managed_by_sso(session, user.id):
         raise ManagedBySso()
-    if user.twofa_method is not None:
+    # Moving up from email codes to an app is allowed (a policy may require it); anything else means disable first.
+    upgrade = method is TwoFactorMethod.TOTP and user.twofa_method == TwoFactorMethod.EMAIL.value
+    if user.twofa_method is not None and not upgrade:
         raise TwoFactorAlreadyEnabled()
 
 
 def start_totp(session: Session, user: User, clock: Clock = SYSTEM_CLOCK) -> totp.Enrolment:
     """A new pending seed (replacing any earlier unconfirmed one) with its key URI and QR code."""
     user = lock_user(session, user.id)
-    _check_can_enrol(session, user)
+    _check_can_enrol(session, user, TwoFactorMethod.TOTP)
     secret = totp.new_secret()
     uri = totp.provisioning_uri(secret, user.email, get_settings().issuer)
     device = session.execute(select(TotpDevice).where(TotpDevice.user_id == user.id)).scalar_one_or_none()
@@ -48,7 +50,7 @@ def confirm_totp(session: Session, user: User, code: str, clock: Clock = SYSTEM_
     """
     totp.check_code_format(code)
     user = lock_user(session, user.id)
-    _check_can_enrol(session, user)
+    _check_can_enrol(session, user, TwoFactorMethod.TOTP)
     device = session.execute(
         select(TotpDevice).where(TotpDevice.user_id == user.id, TotpDevice.confirmed_at.is_(None))
     ).scalar_one_or_none()
@@ -65,14 +67,14 @@ def confirm_totp(session: Session, user: User, code: str, clock: Clock = SYSTEM_
 def start_email(session: Session, user: User, clock: Clock = SYSTEM_CLOCK) -> None:
     """Send a code to the user's address to prove it works before email codes become the second factor."""
     user = lock_user(session, user.id)
-    _check_can_enrol(session, user)
+    _check_can_enrol(session, user, TwoFactorMethod.EMAIL)
     email_otp.issue(session, user, email_otp.ENROL, clock=clock)
 
 
 def confirm_email(session: Session, user: User, code: str, clock: Clock = SYSTEM_CLOCK) -> list[str]:
     totp.check_code_format(code)
     user = lock_user(session, user.id)
-    _check_can_enrol(session, user)
+    _check_can_enrol(session, user, TwoFactorMethod.EMAIL)
     email_otp.verify(session, user, code, email_otp.ENROL, clock=clock)
     return _turn_on(session, user, TwoFactorMethod.EMAIL, clock)
 

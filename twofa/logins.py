@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -30,6 +30,7 @@ from twofa.settings import get_settings
 
 class Outcome:
     SUCCESS = "success"
+    ENROLMENT_REQUIRED = "enrolment_required"
     INVALID_CREDENTIALS = "invalid_credentials"
     SECOND_FACTOR_REQUIRED = "second_factor_required"
     BAD_CODE = "bad_code"
@@ -37,6 +38,22 @@ class Outcome:
     CODE_REUSED = "code_reused"
     LOCKED = "locked"
     CHALLENGE_INVALID = "challenge_invalid"
+
+
+# Whether a user may only set up 2FA right now (an organisation's deadline has passed). The core does not know
+# policies; the policies package installs its verdict here when it is imported.
+EnrolmentGate = Callable[[Session, int, datetime], bool]
+_gate: EnrolmentGate | None = None
+
+
+def install_enrolment_gate(gate: EnrolmentGate | None) -> EnrolmentGate | None:
+    global _gate
+    previous, _gate = _gate, gate
+    return previous
+
+
+def _scope(session: Session, user: User, clock: Clock) -> str:
+    return "enrol" if _gate is not None and _gate(session, user.id, clock.now()) else "full"
 
 
 @dataclass(frozen=True)
@@ -52,9 +69,15 @@ class SecondFactorRequired:
 
 @dataclass(frozen=True)
 class LoggedIn:
+    """A session. With ``enrolment_required`` the session may only be used to set up 2FA."""
+
     session: IssuedSession
     method: str
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def enrolment_required(self) -> bool:
+        return self.session.scope == "enrol"
 
 
 def record(
@@ -103,13 +126,16 @@ def login_with_password(
         )
         raise recorded(InvalidCredentials())
     if user.twofa_method is None:
-        issued = sessions.issue(session, user, twofa_verified=False, method="password", client=client, clock=clock)
+        scope = _scope(session, user, clock)
+        issued = sessions.issue(
+            session, user, twofa_verified=False, method="password", client=client, scope=scope, clock=clock
+        )
         record(
             session,
             email=email,
             user=user,
             client=client,
-            outcome=Outcome.SUCCESS,
+            outcome=Outcome.SUCCESS if scope == "full" else Outcome.ENROLMENT_REQUIRED,
             method="password",
             verified=False,
             clock=clock,
@@ -219,13 +245,17 @@ def complete_login(
         recorded(exc)
         raise
     challenge.completed_at = clock.now()
-    issued = sessions.issue(session, user, twofa_verified=True, method=used.value, client=client, clock=clock)
+    # Verified, yet the method may not satisfy a policy (email codes where an app is required).
+    scope = _scope(session, user, clock)
+    issued = sessions.issue(
+        session, user, twofa_verified=True, method=used.value, client=client, scope=scope, clock=clock
+    )
     record(
         session,
         email=user.email,
         user=user,
         client=client,
-        outcome=Outcome.SUCCESS,
+        outcome=Outcome.SUCCESS if scope == "full" else Outcome.ENROLMENT_REQUIRED,
         method=used.value,
         verified=True,
         clock=clock,

@@ -16,6 +16,8 @@ from email.utils import parseaddr
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from twofa.clock import SYSTEM_CLOCK, Clock
@@ -81,6 +83,45 @@ def enqueue(
     )
     session.add(row)
     return row
+
+
+def enqueue_unique(
+    session: Session, messages: Sequence[dict[str, Any]], *, clock: Clock = SYSTEM_CLOCK
+) -> dict[str, OutboxRef]:
+    """Insert many messages at once, each with a ``dedupe_key``; a key that exists already is skipped, so a job
+    that runs twice, or twice at once, writes each message once. Returns the rows actually inserted, by key.
+
+    Each message is a dict of ``template``, ``to``, ``dedupe_key`` and optionally ``context``, ``user_id``,
+    ``org_id``, ``queue``.
+    """
+    if not messages:
+        return {}
+    now = clock.now()
+    rows = [
+        {
+            "template": m["template"],
+            "queue": m.get("queue", MAIL_QUEUE),
+            "to_address": m["to"],
+            "user_id": m.get("user_id"),
+            "org_id": m.get("org_id"),
+            "context": m.get("context") or {},
+            "status": OutboxStatus.QUEUED.value,
+            "created_at": now,
+            "attempts": 0,
+            "message_id": new_message_id(),
+            "dedupe_key": m["dedupe_key"],
+        }
+        for m in messages
+    ]
+    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = (
+        insert(OutboxMessage)
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(OutboxMessage.id, OutboxMessage.queue, OutboxMessage.dedupe_key)
+    )
+    inserted = {row.dedupe_key: OutboxRef(row.id, row.queue) for row in session.execute(stmt, rows)}
+    session.info.setdefault(_PENDING, []).extend(inserted.values())
+    return inserted
 
 
 @event.listens_for(Session, "after_flush")

@@ -30,13 +30,21 @@ class IssuedSession:
     session_id: int
     user_id: int
     twofa_verified: bool
+    scope: str = "full"
 
     def __repr__(self) -> str:
         return f"IssuedSession(session_id={self.session_id}, user_id={self.user_id}, token=<hidden>)"
 
 
 def issue(
-    session: Session, user: User, *, twofa_verified: bool, method: str, client: Client, clock: Clock = SYSTEM_CLOCK
+    session: Session,
+    user: User,
+    *,
+    twofa_verified: bool,
+    method: str,
+    client: Client,
+    scope: str = "full",
+    clock: Clock = SYSTEM_CLOCK,
 ) -> IssuedSession:
     token = crypto.new_token()
     now = clock.now()
@@ -50,10 +58,11 @@ def issue(
         user_agent=(client.user_agent or "")[:512] or None,
         twofa_verified=twofa_verified,
         method=method,
+        scope=scope,
     )
     session.add(row)
     session.flush()
-    return IssuedSession(token=token, session_id=row.id, user_id=user.id, twofa_verified=twofa_verified)
+    return IssuedSession(token=token, session_id=row.id, user_id=user.id, twofa_verified=twofa_verified, scope=scope)
 
 
 def authenticate(session: Session, token: str, clock: Clock = SYSTEM_CLOCK) -> UserSession:

@@ -7,6 +7,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+import policies.models  # noqa: F401
 import twofa.models  # noqa: F401
 from twofa.db import Base, get_engine
 from twofa.migrate import alembic_config

@@ -63,6 +63,8 @@ class Membership(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     role: Mapped[str] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # When the role last changed; with created_at it tells when a member became subject to a role-based policy.
+    role_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (
         UniqueConstraint("org_id", "user_id", name="uq_memberships_org_user"),

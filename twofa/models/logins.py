@@ -62,3 +62,5 @@ class UserSession(Base):
     user_agent: Mapped[str | None] = mapped_column(String(512))
     twofa_verified: Mapped[bool] = mapped_column("2fa_verified", Boolean)
     method: Mapped[str | None] = mapped_column(String(20))
+    # "full", or "enrol" for a member past an org's 2FA deadline: such a session may only set up 2FA.
+    scope: Mapped[str] = mapped_column(String(10), default="full", server_default="full")
