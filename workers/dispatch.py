@@ -12,19 +12,34 @@ from twofa import outbox
 from twofa.outbox import OutboxRef
 
 DELIVER_TASK = "twofa.deliver_email"
+DELIVER_BATCH_TASK = "twofa.deliver_email_batch"
+# Bulk mail (reminders) travels in batches, sent by one task over one SMTP connection; an email code always
+# travels alone, so it never waits behind other mail.
+BATCH_SIZE = 200
 log = logging.getLogger(__name__)
 
 
 class CeleryDispatcher:
-    def __init__(self, app: Celery) -> None:
+    def __init__(self, app: Celery, batch_size: int = BATCH_SIZE) -> None:
         self.app = app
+        self.batch_size = batch_size
 
     def __call__(self, refs: Sequence[OutboxRef]) -> None:
-        for ref in refs:
-            try:
-                self.app.send_task(DELIVER_TASK, args=[ref.id], queue=ref.queue)
-            except Exception:  # the row is committed; the sweeper re-sends what the broker did not take
-                log.warning("could not enqueue outbox row %s on %s; the sweeper will retry", ref.id, ref.queue)
+        bulk = [ref.id for ref in refs if ref.queue != outbox.OTP_QUEUE]
+        singles = [ref for ref in refs if ref.queue == outbox.OTP_QUEUE]
+        if len(bulk) == 1:
+            singles.append(OutboxRef(bulk[0], outbox.MAIL_QUEUE))
+            bulk = []
+        for ref in singles:
+            self._send(DELIVER_TASK, [ref.id], ref.queue)
+        for i in range(0, len(bulk), self.batch_size):
+            self._send(DELIVER_BATCH_TASK, [bulk[i : i + self.batch_size]], outbox.MAIL_QUEUE)
+
+    def _send(self, task: str, args: list[object], queue: str) -> None:
+        try:
+            self.app.send_task(task, args=args, queue=queue)
+        except Exception:  # the rows are committed; the sweeper re-sends what the broker did not take
+            log.warning("could not enqueue %s on %s; the outbox sweeper will retry", task, queue)
 
 
 def install(app: Celery | None = None) -> CeleryDispatcher:

@@ -24,21 +24,39 @@ def backoff(retries: int, queue: str) -> float:
     return random.uniform(cap / 2, cap)
 
 
-@app.task(bind=True, name="twofa.deliver_email", max_retries=None)
-def deliver_email(self: Task[Any, Any], outbox_id: int) -> str:
-    queue = (self.request.delivery_info or {}).get("routing_key") or "mail"
+def _deliver_one(outbox_id: int, retries: int, queue: str) -> tuple[str, float | None]:
+    """Deliver one row; returns its status and, after a transient failure, the delay before the next try."""
     try:
         with transaction() as session:
-            return deliver(session, outbox_id, mail_backend()).value
+            return deliver(session, outbox_id, mail_backend()).value, None
     except TransientMailError as exc:
-        delay = backoff(self.request.retries, queue)
-        permanent = self.request.retries >= MAX_RETRIES and queue != "otp"
+        delay = backoff(retries, queue)
+        permanent = retries >= MAX_RETRIES and queue != "otp"
         with transaction() as session:
             again = record_failure(session, outbox_id, str(exc), permanent=permanent, retry_in=timedelta(seconds=delay))
-        if again:
-            raise self.retry(countdown=delay, max_retries=None) from None
-        return "failed"
+        return ("retry", delay) if again else ("failed", None)
     except PermanentMailError as exc:
         with transaction() as session:
             record_failure(session, outbox_id, str(exc), permanent=True)
-        return "failed"
+        return "failed", None
+
+
+@app.task(name="twofa.deliver_email_batch")
+def deliver_email_batch(outbox_ids: list[int]) -> dict[str, int]:
+    """Many rows over this process's one SMTP connection; each row is still claimed and committed on its own."""
+    counts: dict[str, int] = {}
+    for outbox_id in outbox_ids:
+        status, delay = _deliver_one(outbox_id, 0, "mail")
+        if delay is not None:
+            deliver_email.apply_async(args=(outbox_id,), countdown=delay, queue="mail")
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+@app.task(bind=True, name="twofa.deliver_email", max_retries=None)
+def deliver_email(self: Task[Any, Any], outbox_id: int) -> str:
+    queue = (self.request.delivery_info or {}).get("routing_key") or "mail"
+    status, delay = _deliver_one(outbox_id, self.request.retries, queue)
+    if delay is not None:
+        raise self.retry(countdown=delay, max_retries=None)
+    return status

@@ -1,0 +1,45 @@
+"""The Celery dispatcher: ids only, email codes alone on their queue, bulk mail in batches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from twofa.outbox import OutboxRef
+from workers.dispatch import DELIVER_BATCH_TASK, DELIVER_TASK, CeleryDispatcher
+
+
+class RecordingApp:
+    def __init__(self, fail: bool = False) -> None:
+        self.sent: list[tuple[str, Any, str]] = []
+        self.fail = fail
+
+    def send_task(self, name: str, args: Any, queue: str) -> None:
+        if self.fail:
+            raise ConnectionError("broker down")
+        self.sent.append((name, args, queue))
+
+
+def test_codes_go_alone_and_bulk_mail_in_batches() -> None:
+    app = RecordingApp()
+    refs = [OutboxRef(1, "otp"), *(OutboxRef(i, "mail") for i in range(2, 7)), OutboxRef(7, "otp")]
+    CeleryDispatcher(app, batch_size=2)(refs)  # type: ignore[arg-type]
+    assert app.sent == [
+        (DELIVER_TASK, [1], "otp"),
+        (DELIVER_TASK, [7], "otp"),
+        (DELIVER_BATCH_TASK, [[2, 3]], "mail"),
+        (DELIVER_BATCH_TASK, [[4, 5]], "mail"),
+        (DELIVER_BATCH_TASK, [[6]], "mail"),
+    ]
+
+
+def test_a_single_mail_goes_as_a_single_task() -> None:
+    app = RecordingApp()
+    CeleryDispatcher(app)([OutboxRef(3, "mail")])  # type: ignore[arg-type]
+    assert app.sent == [(DELIVER_TASK, [3], "mail")]
+
+
+def test_a_broker_outage_does_not_fail_the_committed_request(caplog: pytest.LogCaptureFixture) -> None:
+    CeleryDispatcher(RecordingApp(fail=True))([OutboxRef(1, "otp")])  # type: ignore[arg-type]
+    assert "the outbox sweeper will retry" in caplog.text
