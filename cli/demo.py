@@ -100,6 +100,8 @@ def demo(
 def _story(var: Path, settings: Any) -> None:
     from sqlalchemy.orm import Session
 
+    from policies import reminders
+    from policies.evaluate import evaluate
     from twofa import accounts, enrolment, logins, manage, totp
     from twofa.clock import FrozenClock
     from twofa.db import session_factory, transaction
@@ -197,6 +199,27 @@ def _story(var: Path, settings: Any) -> None:
         sso_status = manage.status(s, sso_user)
     console.print(f"backup code {backup[0]} accepted once; {left} left")
     console.print(f"{sso_user.email}: {'Managed by SSO' if sso_status.managed_by_sso else 'not managed'}")
+
+    console.rule("5. The organisation's 2FA policy: reminders, escalation, enforcement")
+    with factory() as s:
+        for v in evaluate(s, clock.now(), org_id=org.id):
+            console.print(f"  {v.email:28} {v.role:12} {v.verdict.kind}")
+    with transaction(factory) as s:
+        first = reminders.run(s, clock=clock)
+    for p in first.sent:
+        console.print(f"today: {p.template} ({p.stage}) to {p.to}")
+    clock.advance(days=15)
+    with transaction(factory) as s:
+        later = reminders.run(s, clock=clock)
+    for p in later.sent:
+        console.print(f"15 days later: {p.template} ({p.stage}) to {p.to}")
+    with transaction(factory) as s:
+        rerun = reminders.run(s, clock=clock)
+    console.print(f"a second run at the same time sends {len(rerun.sent)} more")
+    with transaction(factory) as s:
+        late = logins.login_with_password(s, users["admin"].email, PASSWORD, web, clock)
+    assert isinstance(late, logins.LoggedIn)
+    console.print(f"{users['admin'].email} signs in after the deadline: enrolment required = {late.enrolment_required}")
 
     console.rule("Login history")
     with factory() as s:

@@ -16,7 +16,7 @@ from cli.main import app
 from tests.helpers import enrol_totp
 from twofa import accounts
 from twofa.clock import FrozenClock
-from twofa.models import AuditEvent, Membership, Organization, User
+from twofa.models import AuditEvent, Membership, Organization, OutboxMessage, User
 from twofa.settings import get_settings
 
 
@@ -187,6 +187,65 @@ def test_demo_runs_from_scratch(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "demo finished" in done.stdout
     assert "Managed by SSO" in done.stdout and "code_reused" in done.stdout
-    assert "went to queue 'otp'" in done.stdout and "5 sent by the worker" in done.stdout
+    assert "went to queue 'otp'" in done.stdout and "11 sent by the worker" in done.stdout
+    assert "15 days later: policy_escalation (escalation) to owner@demo.wevion.ai" in done.stdout
+    assert "enrolment required = True" in done.stdout
     assert (tmp_path / "totp-qr.png").read_bytes().startswith(b"\x89PNG")
     assert len(list((tmp_path / "outbox").glob("*.eml"))) >= 4
+
+
+def test_policy_show_set_check(cli: CliRunner, factory: sessionmaker[Session], clock: FrozenClock) -> None:
+    from tests.helpers import make_user
+
+    make_user(factory, "owner@acme.io", role="owner", clock=clock)
+    make_user(factory, "m@acme.io", role="member", clock=clock)
+    result = cli.invoke(app, ["policy", "show", "--org", "acme"])
+    assert result.exit_code == 0, result.output
+    assert "grace_days           14" in result.output and "(the default policy" in result.output
+    result = cli.invoke(
+        app,
+        [
+            "policy",
+            "set",
+            "--org",
+            "acme",
+            "--grace-days",
+            "7",
+            "--roles",
+            "owner,finance",
+            "--totp-only-roles",
+            "owner",
+            "--reminder-days",
+            "3,1",
+            "--actor",
+            "alice",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    shown = cli.invoke(app, ["policy", "show", "--org", "acme"]).output
+    assert "grace_days           7" in shown and "totp_only_roles      owner" in shown
+    result = cli.invoke(app, ["policy", "check", "--org", "acme"])
+    assert result.exit_code == 0, result.output
+    assert "pending" in result.output and "role not required" in result.output
+    assert result.output.strip().splitlines()[-1] == "1 exempt, 1 pending"
+    bad = cli.invoke(app, ["policy", "set", "--org", "acme", "--after-deadline", "explode"])
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: after the deadline")
+    missing = cli.invoke(app, ["policy", "show", "--org", "nope"])
+    assert missing.exit_code == 2 and "no organisation 'nope'" in missing.stderr
+
+
+def test_reminders_dry_run_writes_nothing(cli: CliRunner, factory: sessionmaker[Session]) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from tests.helpers import make_user
+
+    make_user(factory, "owner@acme.io", role="owner", clock=FrozenClock(datetime.now(UTC) - timedelta(hours=1)))
+    result = cli.invoke(app, ["reminders", "run", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "would send policy_reminder" in result.output and "owner@acme.io" in result.output
+    with factory() as s:
+        assert s.execute(select(func.count()).select_from(OutboxMessage)).scalar_one() == 0
+    result = cli.invoke(app, ["reminders", "run"])
+    assert "1 email(s) queued" in result.output
+    result = cli.invoke(app, ["reminders", "run"])
+    assert "0 email(s) queued; 1 due but sent by an earlier run" in result.output

@@ -128,3 +128,17 @@ def test_celery_settings() -> None:
             cap = min(2.0**retries, MAX_BACKOFF[queue])
             assert cap / 2 <= backoff(retries, queue) <= cap
     assert MAX_BACKOFF["otp"] <= 5  # an email code lives 5 minutes: it is retried every few seconds
+
+
+def test_a_template_error_fails_the_row_instead_of_looping(
+    factory: sessionmaker[Session], clock: FrozenClock, no_dispatch: None
+) -> None:
+    from twofa.mail.backends import PermanentMailError
+    from twofa.mail.sync import deliver_now
+
+    with transaction(factory) as s:
+        row = outbox.enqueue(s, template="policy_reminder", to="x@example.com", context={}, clock=clock)
+    with pytest.raises(PermanentMailError), transaction(factory) as s:
+        deliver(s, row.id, MemoryBackend(), clock)
+    assert deliver_now(factory, row.id, MemoryBackend(), clock) is None
+    assert status(factory, row.id) == "failed"

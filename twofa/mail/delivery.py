@@ -13,12 +13,13 @@ import enum
 import secrets
 from datetime import datetime, timedelta
 
+from jinja2 import TemplateError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from twofa import audit, crypto
 from twofa.clock import SYSTEM_CLOCK, Clock
-from twofa.mail.backends import MailBackend
+from twofa.mail.backends import MailBackend, PermanentMailError
 from twofa.mail.render import build_message
 from twofa.models import EmailOtp, OutboxMessage, OutboxStatus
 
@@ -76,9 +77,12 @@ def deliver(session: Session, outbox_id: int, backend: MailBackend, clock: Clock
         context["code"] = code
         context["expires_in_minutes"] = max(1, round((otp.expires_at - now).total_seconds() / 60))
 
-    message = build_message(
-        template=row.template, context=context, to=row.to_address, message_id=row.message_id, clock=clock
-    )
+    try:
+        message = build_message(
+            template=row.template, context=context, to=row.to_address, message_id=row.message_id, clock=clock
+        )
+    except TemplateError as exc:  # a bug, not a transient fault: retrying would loop forever
+        raise PermanentMailError(f"cannot render {row.template!r}: {type(exc).__name__}: {exc}") from exc
     row.attempts += 1
     backend.send(message)
     row.status = OutboxStatus.SENT

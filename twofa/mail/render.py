@@ -43,9 +43,11 @@ def build_message(
     clock: Clock = SYSTEM_CLOCK,
 ) -> EmailMessage:
     """A text + HTML message. ``message_id`` is stored with the outbox row, so a retry carries the same one."""
-    subject, text, html = render(template, context)
+    settings = get_settings()
+    # Every template may use these; the caller's context wins.
+    subject, text, html = render(template, {"issuer": settings.issuer, "email": to} | context)
     msg = EmailMessage()
-    msg["From"] = get_settings().mail_from
+    msg["From"] = settings.mail_from
     msg["To"] = to
     msg["Subject"] = subject
     msg["Message-ID"] = message_id
