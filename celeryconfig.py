@@ -8,6 +8,7 @@ than any countdown we use, so Redis never redelivers a message that is merely wa
 
 from __future__ import annotations
 
+from celery.schedules import crontab
 from kombu import Queue
 
 from twofa.settings import get_settings
@@ -54,6 +55,7 @@ beat_schedule = {
     "expire-codes": {"task": "twofa.expire_codes", "schedule": 60.0, "options": {"expires": 55}},
     "sweep-outbox": {"task": "twofa.sweep_outbox", "schedule": 60.0, "options": {"expires": 55}},
     "enforce-policies": {"task": "twofa.enforce_policies", "schedule": 900.0, "options": {"expires": 850}},
+    "weekly-reports": {"task": "twofa.report.weekly_all", "schedule": crontab(minute="0", hour="6", day_of_week="1")},
 }
 
 worker_send_task_events = False

@@ -10,7 +10,7 @@ import email
 import os
 import re
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from pathlib import Path
@@ -102,6 +102,8 @@ def _story(var: Path, settings: Any) -> None:
 
     from policies import reminders
     from policies.evaluate import evaluate
+    from reports.build import build, write
+    from reports.week import IsoWeek
     from twofa import accounts, enrolment, logins, manage, totp
     from twofa.clock import FrozenClock
     from twofa.db import session_factory, transaction
@@ -239,3 +241,14 @@ def _story(var: Path, settings: Any) -> None:
             break
         time.sleep(0.05)
     console.print(f"emails: {len(sent)} in the outbox, {sum(m.status == 'sent' for m in sent)} sent by the worker")
+
+    console.rule("6. This week's coverage report")
+    with factory() as s:
+        rendered = build(s, org, IsoWeek.containing(clock.now() - timedelta(days=15)), clock.now())
+    paths = write(rendered, var / "reports" / f"{org.slug}-{rendered.summary['week']}")
+    summary = rendered.summary
+    console.print(
+        f"{summary['enrolled']} of {summary['in_scope']} members in scope enrolled ({summary['coverage_pct']}%), "
+        f"{summary['logins']} sign-ins, {summary['verified']} verified with a second factor"
+    )
+    console.print(f"report: {paths[0]}  (+ {len(paths) - 1} CSV files beside it)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import db, demo, orgs, policy, reminders, support, users, worker
+from cli import db, demo, orgs, policy, reminders, report, support, users, worker
 from cli.errors import ErrorHandlingGroup
 
 app = typer.Typer(
@@ -16,6 +16,7 @@ app.add_typer(users.app, name="user")
 app.add_typer(support.app, name="support")
 app.add_typer(policy.app, name="policy")
 app.add_typer(reminders.app, name="reminders")
+app.add_typer(report.app, name="report")
 app.command("demo")(demo.demo)
 app.command("worker")(worker.worker)
 app.command("beat")(worker.beat)

@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 import policies.models  # noqa: F401  (registers the policy tables)
+import reports.models  # noqa: F401  (registers the report table)
 import twofa.models  # noqa: F401  (registers every core table)
 from twofa.db import Base, get_engine
 from twofa.settings import get_settings

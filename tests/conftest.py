@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 import policies  # noqa: F401  (registers the policy tables and the login gate, as every edge does)
+import reports.models  # noqa: F401
 from twofa import outbox
 from twofa.clock import FrozenClock
 from twofa.db import Base, dispose_engines, get_engine

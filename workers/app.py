@@ -10,7 +10,9 @@ from celery.signals import worker_process_init, worker_process_shutdown
 from twofa.db import dispose_engines
 from twofa.mail.backends import MailBackend, backend_from_settings
 
-app = Celery("twofa", include=["workers.mail_tasks", "workers.scheduled_tasks", "workers.policy_tasks"])
+app = Celery(
+    "twofa", include=["workers.mail_tasks", "workers.scheduled_tasks", "workers.policy_tasks", "workers.report_tasks"]
+)
 app.config_from_object("celeryconfig")
 
 _backend: MailBackend | None = None

@@ -154,6 +154,9 @@ def test_help_on_every_command() -> None:
         ["worker", "--help"],
         ["beat", "--help"],
         ["expire", "--help"],
+        ["policy", "check", "--help"],
+        ["reminders", "run", "--help"],
+        ["report", "weekly", "--help"],
     ):
         result = runner.invoke(app, args)
         assert result.exit_code == 0 and "Usage" in result.output, args
@@ -190,6 +193,9 @@ def test_demo_runs_from_scratch(tmp_path: Path) -> None:
     assert "went to queue 'otp'" in done.stdout and "11 sent by the worker" in done.stdout
     assert "15 days later: policy_escalation (escalation) to owner@demo.wevion.ai" in done.stdout
     assert "enrolment required = True" in done.stdout
+    [report] = list((tmp_path / "reports").glob("wevion-demo-*/report.html"))
+    assert f"report: {report}" in done.stdout.replace("\n", "")
+    assert len(list(report.parent.glob("*.csv"))) == 6
     assert (tmp_path / "totp-qr.png").read_bytes().startswith(b"\x89PNG")
     assert len(list((tmp_path / "outbox").glob("*.eml"))) >= 4
 
@@ -249,3 +255,16 @@ def test_reminders_dry_run_writes_nothing(cli: CliRunner, factory: sessionmaker[
     assert "1 email(s) queued" in result.output
     result = cli.invoke(app, ["reminders", "run"])
     assert "0 email(s) queued; 1 due but sent by an earlier run" in result.output
+
+
+def test_report_weekly(cli: CliRunner, factory: sessionmaker[Session], clock: FrozenClock, tmp_path: Path) -> None:
+    from tests.helpers import make_user
+
+    make_user(factory, "owner@acme.io", role="owner", clock=clock)
+    out = tmp_path / "r"
+    result = cli.invoke(app, ["report", "weekly", "--org", "acme", "--week", "2026-W49", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("acme 2026-W49: 0/1 enrolled, 0 sign-ins, 0 verified")
+    assert (out / "report.html").exists() and len(list(out.glob("*.csv"))) == 6
+    bad = cli.invoke(app, ["report", "weekly", "--org", "acme", "--week", "2026-47", "--out", str(out)])
+    assert bad.exit_code == 2 and "not an ISO week" in bad.stderr

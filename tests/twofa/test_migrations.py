@@ -8,6 +8,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 import policies.models  # noqa: F401
+import reports.models  # noqa: F401
 import twofa.models  # noqa: F401
 from twofa.db import Base, get_engine
 from twofa.migrate import alembic_config

@@ -61,6 +61,10 @@ def deliver(session: Session, outbox_id: int, backend: MailBackend, clock: Clock
         return Delivery.EXPIRED
 
     context = dict(row.context)
+    # Attachments travel in the row itself (text files such as CSV reports), so any worker host can send them.
+    attachments = [
+        (a["filename"], a["mimetype"], a["content"].encode()) for a in context.pop("attachments", None) or []
+    ]
     otp: EmailOtp | None = None
     if row.email_otp_id is not None:
         otp = session.execute(select(EmailOtp).where(EmailOtp.id == row.email_otp_id).with_for_update()).scalar_one()
@@ -79,7 +83,12 @@ def deliver(session: Session, outbox_id: int, backend: MailBackend, clock: Clock
 
     try:
         message = build_message(
-            template=row.template, context=context, to=row.to_address, message_id=row.message_id, clock=clock
+            template=row.template,
+            context=context,
+            to=row.to_address,
+            message_id=row.message_id,
+            attachments=attachments,
+            clock=clock,
         )
     except TemplateError as exc:  # a bug, not a transient fault: retrying would loop forever
         raise PermanentMailError(f"cannot render {row.template!r}: {type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,114 @@
+"""Building a report once per organisation and week, and mailing it to the organisation's owners and admins."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from reports.extract import extract
+from reports.models import WeeklyReport
+from reports.render import Rendered, render
+from reports.week import IsoWeek
+from twofa import outbox
+from twofa.clock import SYSTEM_CLOCK, Clock
+from twofa.models import Membership, Organization, Role, User
+
+RECIPIENT_ROLES = (Role.OWNER.value, Role.ADMIN.value)
+STALE_CLAIM = timedelta(minutes=30)  # a claim this old belongs to a build that died; another may take it over
+
+
+def build(session: Session, org: Organization, week: IsoWeek, now: datetime) -> Rendered:
+    return render(extract(session, org, week, now))
+
+
+def write(rendered: Rendered, directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [directory / "report.html"]
+    paths[0].write_text(rendered.html, encoding="utf-8")
+    for name, data in rendered.csv.items():
+        path = directory / name
+        path.write_bytes(data)
+        paths.append(path)
+    return paths
+
+
+def claim(session: Session, org_id: int, week: IsoWeek, now: datetime) -> WeeklyReport | None:
+    """Take the right to build this report; None when it is built, or being built by someone else."""
+    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    new_id = session.execute(
+        insert(WeeklyReport)
+        .values(org_id=org_id, week=str(week), status="building", claimed_at=now, summary={}, recipients=0)
+        .on_conflict_do_nothing(index_elements=["org_id", "week"])
+        .returning(WeeklyReport.id)
+    ).scalar_one_or_none()
+    if new_id is None:
+        new_id = session.execute(
+            update(WeeklyReport)
+            .where(
+                WeeklyReport.org_id == org_id,
+                WeeklyReport.week == str(week),
+                WeeklyReport.status == "building",
+                WeeklyReport.claimed_at < now - STALE_CLAIM,
+            )
+            .values(claimed_at=now)
+            .returning(WeeklyReport.id)
+            .execution_options(synchronize_session=False)
+        ).scalar_one_or_none()
+    return session.get(WeeklyReport, new_id) if new_id is not None else None
+
+
+def send(session: Session, org: Organization, rendered: Rendered, clock: Clock = SYSTEM_CLOCK) -> int:
+    """One email per owner and admin, HTML body and CSVs attached, through the outbox. Returns the count."""
+    recipients = session.execute(
+        select(User.id, User.email)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.org_id == org.id, Membership.role.in_(RECIPIENT_ROLES))
+        .order_by(User.email)
+    ).all()
+    s = rendered.summary
+    context = {
+        "org_name": org.name,
+        "week": s["week"],
+        "coverage_pct": s["coverage_pct"] if s["coverage_pct"] is not None else "n/a",
+        "enrolled": s["enrolled"],
+        "in_scope": s["in_scope"],
+        "logins": s["logins"],
+        "verified_pct": s["verified_pct"] if s["verified_pct"] is not None else "n/a",
+        "non_compliant": s["non_compliant"],
+        "report_html": rendered.html,
+        "attachments": [
+            {"filename": name, "mimetype": "text/csv", "content": data.decode()} for name, data in rendered.csv.items()
+        ],
+    }
+    for user_id, email in recipients:
+        outbox.enqueue(
+            session, template="weekly_report", to=email, context=context, user_id=user_id, org_id=org.id, clock=clock
+        )
+    return len(recipients)
+
+
+def build_and_send(session: Session, org_id: int, week: IsoWeek, clock: Clock = SYSTEM_CLOCK) -> str:
+    """The scheduled job for one organisation: claim, build, store the summary, mail. Safe to run twice."""
+    now = clock.now()
+    row = claim(session, org_id, week, now)
+    if row is None:
+        return "skipped"
+    session.commit()  # the claim is visible to other workers before the (slow) build starts
+    org = session.get(Organization, org_id)
+    if org is None:
+        return "skipped"
+    rendered = build(session, org, week, now)
+    row.recipients = send(session, org, rendered, clock)
+    row.summary = rendered.summary
+    row.status = "done"
+    row.finished_at = clock.now()
+    return "built"
+
+
+def organisations(session: Session) -> list[int]:
+    return list(session.execute(select(Organization.id).order_by(Organization.id)).scalars())

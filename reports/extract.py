@@ -1,0 +1,182 @@
+"""Reading what a report needs, aggregated in SQL: every result here has a row per member (or per week), never
+a row per login event, so memory grows with members and not with the login history."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import ColumnElement, and_, case, func, select
+from sqlalchemy.orm import Session
+
+from policies.evaluate import evaluate
+from policies.reminders import REMINDER
+from reports.week import IsoWeek
+from twofa.audit import Event
+from twofa.logins import Outcome
+from twofa.models import AuditEvent, LoginHistory, Membership, Organization, OutboxMessage, User
+
+TREND_WEEKS = 8
+FAILED_2FA = (Outcome.BAD_CODE, Outcome.CODE_REUSED, Outcome.MALFORMED_CODE, Outcome.LOCKED)
+SIGNED_IN = (Outcome.SUCCESS, Outcome.ENROLMENT_REQUIRED)
+TOGGLES = {Event.TWOFA_ENABLED: True, Event.TWOFA_DISABLED: False, Event.TWOFA_RESET_BY_SUPPORT: False}
+
+
+@dataclass(frozen=True)
+class ReportData:
+    org: Organization
+    week: IsoWeek
+    members: pd.DataFrame
+    logins: pd.DataFrame
+    lockouts: pd.DataFrame
+    trend_logins: pd.DataFrame
+    toggles: pd.DataFrame
+
+
+def _frame(rows: Sequence[tuple[Any, ...]], columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame.from_records(rows, columns=columns)
+
+
+def members(session: Session, org: Organization, now: datetime) -> pd.DataFrame:
+    """Columns: user_id, email, role, method, enabled_at, verdict, reason, deadline, joined_at, reminders_sent."""
+    verdicts = {v.user_id: v for v in evaluate(session, now, org_id=org.id)}
+    reminders = dict(
+        session.execute(
+            select(OutboxMessage.user_id, func.count())
+            .where(OutboxMessage.org_id == org.id, OutboxMessage.template == REMINDER)
+            .group_by(OutboxMessage.user_id)
+        ).all()
+    )
+    rows = session.execute(
+        select(
+            Membership.user_id,
+            User.email,
+            Membership.role,
+            User.twofa_method,
+            User.twofa_enabled_at,
+            Membership.created_at,
+        )
+        .join(User, User.id == Membership.user_id)
+        .where(Membership.org_id == org.id)
+        .order_by(User.email)
+    ).all()
+    records = []
+    for user_id, email, role, method, enabled_at, joined_at in rows:
+        verdict = verdicts[user_id].verdict
+        records.append(
+            (
+                user_id,
+                email,
+                role,
+                method,
+                enabled_at,
+                verdict.kind,
+                getattr(verdict, "reason", None),
+                getattr(verdict, "deadline", None),
+                joined_at,
+                int(reminders.get(user_id, 0)),
+            )
+        )
+    return _frame(
+        records,
+        [
+            "user_id",
+            "email",
+            "role",
+            "method",
+            "enabled_at",
+            "verdict",
+            "reason",
+            "deadline",
+            "joined_at",
+            "reminders_sent",
+        ],
+    )
+
+
+def logins(session: Session, org: Organization, week: IsoWeek) -> pd.DataFrame:
+    """One row per member with logins in the week. Columns: user_id, signed_in, verified, unverified,
+    failed_password, failed_2fa, backup_codes_used."""
+
+    def count(condition: ColumnElement[bool]) -> ColumnElement[int]:
+        return func.sum(case((condition, 1), else_=0))
+
+    signed_in = LoginHistory.outcome.in_(SIGNED_IN)
+    stmt = (
+        select(
+            LoginHistory.user_id,
+            count(signed_in),
+            count(and_(signed_in, LoginHistory.twofa_verified.is_(True))),
+            count(and_(signed_in, LoginHistory.twofa_verified.is_(False))),
+            count(LoginHistory.outcome == Outcome.INVALID_CREDENTIALS),
+            count(LoginHistory.outcome.in_(FAILED_2FA)),
+            count(and_(LoginHistory.outcome == Outcome.SUCCESS, LoginHistory.method == "backup_code")),
+        )
+        .join(Membership, and_(Membership.user_id == LoginHistory.user_id, Membership.org_id == org.id))
+        .where(LoginHistory.at >= week.start, LoginHistory.at < week.end)
+        .group_by(LoginHistory.user_id)
+    )
+    columns = ["user_id", "signed_in", "verified", "unverified", "failed_password", "failed_2fa", "backup_codes_used"]
+    frame = _frame([tuple(r) for r in session.execute(stmt)], columns)
+    return frame.astype({c: "int64" for c in columns})
+
+
+def lockouts(session: Session, org: Organization, week: IsoWeek) -> pd.DataFrame:
+    """Columns: user_id, lockouts (second-factor lockouts in the week)."""
+    rows = session.execute(
+        select(AuditEvent.user_id, func.count())
+        .join(Membership, and_(Membership.user_id == AuditEvent.user_id, Membership.org_id == org.id))
+        .where(AuditEvent.event == Event.SECOND_FACTOR_LOCKED, AuditEvent.at >= week.start, AuditEvent.at < week.end)
+        .group_by(AuditEvent.user_id)
+    ).all()
+    return _frame([tuple(r) for r in rows], ["user_id", "lockouts"]).astype({"user_id": "int64", "lockouts": "int64"})
+
+
+def trend_logins(session: Session, org: Organization, week: IsoWeek) -> pd.DataFrame:
+    """One row per week of the trend, oldest first. Columns: week, signed_in, verified. One SQL statement."""
+    weeks = [week.minus(n) for n in reversed(range(TREND_WEEKS))]
+    signed_in = LoginHistory.outcome.in_(SIGNED_IN)
+    columns = []
+    for w in weeks:
+        in_week = and_(LoginHistory.at >= w.start, LoginHistory.at < w.end, signed_in)
+        columns.append(func.coalesce(func.sum(case((in_week, 1), else_=0)), 0))
+        verified = and_(in_week, LoginHistory.twofa_verified.is_(True))
+        columns.append(func.coalesce(func.sum(case((verified, 1), else_=0)), 0))
+    row = session.execute(
+        select(*columns)
+        .join(Membership, and_(Membership.user_id == LoginHistory.user_id, Membership.org_id == org.id))
+        .where(LoginHistory.at >= weeks[0].start, LoginHistory.at < week.end)
+    ).one()
+    return pd.DataFrame(
+        {
+            "week": [str(w) for w in weeks],
+            "signed_in": [int(row[2 * i]) for i in range(len(weeks))],
+            "verified": [int(row[2 * i + 1]) for i in range(len(weeks))],
+        }
+    )
+
+
+def toggles(session: Session, org: Organization, until: datetime) -> pd.DataFrame:
+    """Every time a member's 2FA went on or off. Columns: user_id, at, enabled."""
+    rows = session.execute(
+        select(AuditEvent.user_id, AuditEvent.at, AuditEvent.event)
+        .join(Membership, and_(Membership.user_id == AuditEvent.user_id, Membership.org_id == org.id))
+        .where(AuditEvent.event.in_(list(TOGGLES)), AuditEvent.at < until)
+        .order_by(AuditEvent.at, AuditEvent.id)
+    ).all()
+    return _frame([(u, at, TOGGLES[e]) for u, at, e in rows], ["user_id", "at", "enabled"])
+
+
+def extract(session: Session, org: Organization, week: IsoWeek, now: datetime) -> ReportData:
+    return ReportData(
+        org=org,
+        week=week,
+        members=members(session, org, min(now, week.end)),
+        logins=logins(session, org, week),
+        lockouts=lockouts(session, org, week),
+        trend_logins=trend_logins(session, org, week),
+        toggles=toggles(session, org, week.end),
+    )

@@ -1,0 +1,25 @@
+"""Weekly reports: a Monday job fans out one task per organisation on the ``reports`` queue."""
+
+from __future__ import annotations
+
+from reports.build import build_and_send, organisations
+from reports.week import IsoWeek
+from twofa.clock import SYSTEM_CLOCK
+from twofa.db import transaction
+from workers.app import app
+
+
+@app.task(name="twofa.report.weekly_all")
+def weekly_all() -> int:
+    week = IsoWeek.last_complete(SYSTEM_CLOCK.now())
+    with transaction() as session:
+        org_ids = organisations(session)
+    for org_id in org_ids:
+        weekly_org.apply_async(args=(org_id, str(week)), queue="reports")
+    return len(org_ids)
+
+
+@app.task(name="twofa.report.weekly_org", soft_time_limit=1800, time_limit=1900)
+def weekly_org(org_id: int, week: str) -> str:
+    with transaction() as session:
+        return build_and_send(session, org_id, IsoWeek.parse(week))
