@@ -1,0 +1,1 @@
+"""The HTTP API of the help article (``/api/v1``), a FastAPI application; ``twofa serve`` runs it."""

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     # A queued outbox row this many seconds past due is taken for lost and dispatched again by the sweeper.
     outbox_sweep_grace: int = 30
 
+    # HTTP API request limits (per minute). Counted in Redis when ratelimit_url is set, else per process.
+    ratelimit_url: str | None = None
+    ratelimit_per_ip: int = 120
+    ratelimit_auth_per_ip: int = 30
+    ratelimit_auth_per_account: int = 10
+
     login_challenge_ttl: int = 600
     session_ttl: int = 12 * 3600
 

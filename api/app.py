@@ -1,0 +1,46 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from sqlalchemy.orm import Session, sessionmaker
+
+import policies  # noqa: F401  (installs the policy enrolment gate in the login flow)
+from api import errors
+from api.ratelimit import Limiter, MemoryLimiter, RedisLimiter
+from api.routes import account, auth, orgs, twofa_routes
+from twofa.clock import SYSTEM_CLOCK, Clock
+from twofa.db import session_factory
+from twofa.settings import get_settings
+
+PREFIX = "/api/v1"
+
+
+def create_app(
+    factory: sessionmaker[Session] | None = None, clock: Clock = SYSTEM_CLOCK, limiter: Limiter | None = None
+) -> FastAPI:
+    settings = get_settings()
+    app = FastAPI(
+        title="Wevion two-factor authentication",
+        version="1",
+        description="Sign-in with a second factor, 2FA set-up and management, API keys, and org 2FA policies.",
+        responses={
+            401: {"model": errors.ErrorResponse},
+            422: {"model": errors.ErrorResponse},
+            429: {"model": errors.ErrorResponse},
+        },
+    )
+    app.state.factory = factory or session_factory()
+    app.state.clock = clock
+    app.state.settings = settings
+    app.state.limiter = limiter or (RedisLimiter(settings.ratelimit_url) if settings.ratelimit_url else MemoryLimiter())
+    errors.install(app)
+
+    for module in (auth, twofa_routes, account, orgs):
+        app.include_router(module.router, prefix=PREFIX)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,161 @@
+"""Request and response bodies. Every request model forbids unknown fields and bounds every string."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Str320 = Field(min_length=1, max_length=320)
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginRequest(Body):
+    email: str = Str320
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class SecondFactorRequest(Body):
+    challenge: str = Field(min_length=1, max_length=200)
+    code: str = Field(min_length=1, max_length=64, description="6-digit app or email code, or a backup code")
+    method: Literal["totp", "email", "backup_code"] | None = None
+
+
+class CodeRequest(Body):
+    code: str = Field(min_length=1, max_length=64)
+
+
+class EmailOtpRequest(Body):
+    challenge: str | None = Field(
+        default=None, max_length=200, description="During a login: resend the code for this challenge."
+    )
+
+
+class DisableRequest(Body):
+    password: str = Field(min_length=1, max_length=1024)
+    code: str = Field(min_length=1, max_length=64, description="A current code, or a backup code")
+
+
+class ApiKeyRequest(Body):
+    name: str = Field(min_length=1, max_length=100)
+
+
+class PolicyUpdate(Body):
+    required: bool | None = None
+    roles: list[Literal["owner", "admin", "super_admin", "finance", "member"]] | None = Field(
+        default=None, max_length=5
+    )
+    totp_only_roles: list[Literal["owner", "admin", "super_admin", "finance", "member"]] | None = Field(
+        default=None, max_length=5
+    )
+    grace_days: int | None = Field(default=None, ge=0, le=365)
+    reminder_days: list[int] | None = Field(default=None, max_length=10)
+    escalate: bool | None = None
+    after_deadline: Literal["enrol_only", "remind_only"] | None = None
+    disable_grace_days: int | None = Field(default=None, ge=0, le=30)
+
+
+class SessionOut(BaseModel):
+    token: str
+    session_id: int
+    scope: Literal["full", "enrol"]
+    twofa_verified: bool = Field(serialization_alias="2fa_verified")
+
+
+class LoginResponse(BaseModel):
+    status: Literal["ok", "2fa_required", "enrolment_required"]
+    session: SessionOut | None = None
+    challenge: str | None = None
+    methods: list[str] | None = None
+    expires_at: datetime | None = None
+    email_code_sent: bool | None = None
+
+
+class SetupResponse(BaseModel):
+    otpauth_url: str
+    qr_code: str = Field(description="PNG as a data URL")
+    secret: str
+
+
+class BackupCodesResponse(BaseModel):
+    enabled: bool = True
+    backup_codes: list[str]
+
+
+class Accepted(BaseModel):
+    status: Literal["queued"] = "queued"
+
+
+class Done(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class StatusResponse(BaseModel):
+    enabled: bool
+    method: str | None
+    managed_by_sso: bool
+    backup_codes_left: int
+    required_by_policy: bool
+    deadline: datetime | None
+    policy_status: str | None
+
+
+class HistoryEntry(BaseModel):
+    at: datetime
+    ip: str | None
+    user_agent: str | None
+    outcome: str
+    method: str | None
+    twofa_verified: bool = Field(serialization_alias="2fa_verified")
+
+
+class SessionInfo(BaseModel):
+    id: int
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
+    ip: str | None
+    user_agent: str | None
+    twofa_verified: bool = Field(serialization_alias="2fa_verified")
+    current: bool
+
+
+class ApiKeyInfo(BaseModel):
+    id: int
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked: bool
+
+
+class ApiKeyCreated(ApiKeyInfo):
+    key: str = Field(description="Shown once")
+
+
+class PolicyResponse(BaseModel):
+    required: bool
+    roles: list[str]
+    totp_only_roles: list[str]
+    grace_days: int
+    reminder_days: list[int]
+    escalate: bool
+    after_deadline: str
+    disable_grace_days: int
+    enabled_at: datetime | None
+
+
+class CoverageResponse(BaseModel):
+    org: str
+    members: int
+    in_scope: int
+    enrolled: int
+    sso_managed: int
+    coverage_pct: float | None
+    non_compliant: int
+    overdue: int
+    by_role: list[dict[str, Any]]
