@@ -1,9 +1,11 @@
-"""Weekly reports: a Monday job fans out one task per organisation on the ``reports`` queue."""
+"""Weekly reports: a Monday job fans out one task per organisation on the ``reports`` queue.
+
+The report modules (pandas, matplotlib) are imported inside the tasks: a worker that serves only the ``otp`` or
+``mail`` queues never loads them, so it starts fast and stays small.
+"""
 
 from __future__ import annotations
 
-from reports.build import build_and_send, organisations
-from reports.week import IsoWeek
 from twofa.clock import SYSTEM_CLOCK
 from twofa.db import transaction
 from workers.app import app
@@ -11,6 +13,9 @@ from workers.app import app
 
 @app.task(name="twofa.report.weekly_all")
 def weekly_all() -> int:
+    from reports.build import organisations
+    from reports.week import IsoWeek
+
     week = IsoWeek.last_complete(SYSTEM_CLOCK.now())
     with transaction() as session:
         org_ids = organisations(session)
@@ -21,5 +26,8 @@ def weekly_all() -> int:
 
 @app.task(name="twofa.report.weekly_org", soft_time_limit=1800, time_limit=1900)
 def weekly_org(org_id: int, week: str) -> str:
+    from reports.build import build_and_send
+    from reports.week import IsoWeek
+
     with transaction() as session:
         return build_and_send(session, org_id, IsoWeek.parse(week))
