@@ -17,6 +17,7 @@ from reports.week import IsoWeek
 from twofa import outbox
 from twofa.clock import SYSTEM_CLOCK, Clock
 from twofa.models import Membership, Organization, Role, User
+from twofa.settings import get_settings
 
 RECIPIENT_ROLES = (Role.OWNER.value, Role.ADMIN.value)
 STALE_CLAIM = timedelta(minutes=30)  # a claim this old belongs to a build that died; another may take it over
@@ -103,6 +104,7 @@ def build_and_send(session: Session, org_id: int, week: IsoWeek, clock: Clock = 
     if org is None:
         return "skipped"
     rendered = build(session, org, week, now)
+    write(rendered, get_settings().reports_dir / org.slug / str(week))  # an archive beside the emails
     row.recipients = send(session, org, rendered, clock)
     row.summary = rendered.summary
     row.status = "done"

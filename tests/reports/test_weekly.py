@@ -158,7 +158,14 @@ def test_an_sso_organisation(factory: sessionmaker[Session], clock: FrozenClock)
     assert "managed by the identity provider" in r.html
 
 
-def test_built_and_sent_once(factory: sessionmaker[Session], acme: dict[str, User], mailbox: MemoryBackend) -> None:
+def test_built_and_sent_once(
+    factory: sessionmaker[Session],
+    acme: dict[str, User],
+    mailbox: MemoryBackend,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TWOFA_REPORTS_DIR", str(tmp_path))
     clock = FrozenClock(datetime(2026, 12, 7, 6, tzinfo=UTC))
     with factory() as s:
         org_id = s.execute(select(Organization.id).where(Organization.slug == "acme")).scalar_one()
@@ -167,6 +174,7 @@ def test_built_and_sent_once(factory: sessionmaker[Session], acme: dict[str, Use
         assert build_and_send(s, org_id, W49, clock) == "built"
     with transaction(factory) as s:
         assert build_and_send(s, org_id, W49, clock) == "skipped"
+    assert (tmp_path / "acme" / "2026-W49" / "report.html").exists()
     reports = mailbox.sent[before:]
     assert sorted(str(m["To"]) for m in reports) == ["admin@acme.io", "owner@acme.io"]
     message = reports[0]
