@@ -21,6 +21,7 @@ from twofa.db import transaction
 from twofa.errors import InvalidInput
 from twofa.mail.backends import MemoryBackend
 from twofa.models import LoginHistory, Organization, User
+from twofa.settings import get_settings
 
 W49 = IsoWeek(2026, 49)  # Monday 30 November to Sunday 6 December: crosses a month boundary
 MON = datetime(2026, 11, 30, tzinfo=UTC)
@@ -166,6 +167,7 @@ def test_built_and_sent_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("TWOFA_REPORTS_DIR", str(tmp_path))
+    get_settings.cache_clear()
     clock = FrozenClock(datetime(2026, 12, 7, 6, tzinfo=UTC))
     with factory() as s:
         org_id = s.execute(select(Organization.id).where(Organization.slug == "acme")).scalar_one()
