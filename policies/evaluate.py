@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, and_, false, func, or_, select, true
@@ -85,14 +85,6 @@ def _statement(noncompliant_only: bool) -> Select[*tuple[Any, ...]]:
     return stmt
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    # Values read through labels in a compound select keep their UTCDateTime type; this only guards SQLite rows
-    # that come back through func.max (a plain type).
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
-
-
 def _verdict(row: Any, now: datetime) -> tuple[Verdict, datetime | None, datetime | None, bool]:
     """(verdict, subject_since, base deadline, whether the base deadline is the stored one)."""
     if row.sso_idp is not None:
@@ -113,7 +105,7 @@ def _verdict(row: Any, now: datetime) -> tuple[Verdict, datetime | None, datetim
     stored = row.stored_deadline is not None and row.stored_since == since
     base: datetime = row.stored_deadline if stored else since + timedelta(days=grace)
     deadline = base
-    disabled_at = _aware(row.disabled_at)
+    disabled_at = row.disabled_at
     if disabled_at is not None and disabled_at > since:
         short = disabled_at + timedelta(days=disable_grace)
         deadline = short if deadline <= disabled_at else min(deadline, short)

@@ -7,7 +7,6 @@ runs on a shared server never meet. Tables are emptied between tests.
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,19 +26,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import policies  # noqa: F401  (registers the policy tables and the login gate, as every edge does)
 import reports.models  # noqa: F401
+from tests.harness import services as harness
+from tests.harness.services import PG_ADMIN_URL
 from twofa import outbox
 from twofa.clock import FrozenClock
-from twofa.db import Base, dispose_engines, get_engine
+from twofa.db import Base, get_engine
 from twofa.mail.backends import MemoryBackend
 from twofa.mail.sync import SynchronousDispatcher
 from twofa.migrate import upgrade
 from twofa.settings import get_settings
-
-PG_ADMIN_URL = os.environ.get("TWOFA_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-
-
-def _pg_url(admin_url: str, dbname: str) -> str:
-    return admin_url.rsplit("/", 1)[0] + "/" + dbname
 
 
 @pytest.fixture(scope="session")
@@ -54,18 +49,10 @@ def pg_database() -> Iterator[str]:
             "start it (make services) or set TWOFA_TEST_PG_ADMIN_URL",
             returncode=3,
         )
-    name = f"twofa_test_{os.getpid()}_{secrets.token_hex(4)}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = _pg_url(PG_ADMIN_URL, name)
-    upgrade(url)
-    try:
-        yield url
     finally:
-        dispose_engines()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+    with harness.pg_database("twofa_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -86,10 +86,7 @@ def add_member(
     session: Session, org: Organization, user: User, role: str, *, clock: Clock = SYSTEM_CLOCK
 ) -> Membership:
     parsed = parse_role(role)
-    existing = session.execute(
-        select(Membership).where(Membership.org_id == org.id, Membership.user_id == user.id)
-    ).scalar_one_or_none()
-    if existing is not None:
+    if get_membership(session, org, user) is not None:
         raise Conflict(f"{user.email} is already a member of {org.slug}")
     membership = Membership(org_id=org.id, user_id=user.id, role=parsed.value, created_at=clock.now())
     session.add(membership)
@@ -97,13 +94,17 @@ def add_member(
     return membership
 
 
+def get_membership(session: Session, org: Organization, user: User) -> Membership | None:
+    return session.execute(
+        select(Membership).where(Membership.org_id == org.id, Membership.user_id == user.id)
+    ).scalar_one_or_none()
+
+
 def change_role(
     session: Session, org: Organization, user: User, role: str, *, clock: Clock = SYSTEM_CLOCK
 ) -> Membership:
     parsed = parse_role(role)
-    membership = session.execute(
-        select(Membership).where(Membership.org_id == org.id, Membership.user_id == user.id)
-    ).scalar_one_or_none()
+    membership = get_membership(session, org, user)
     if membership is None:
         raise NotFound(f"{user.email} is not a member of {org.slug}")
     if membership.role != parsed.value:

@@ -40,8 +40,6 @@ def issue(
     # A code whose email failed for good never reached the user: it holds them to no cooldown and no cap.
     counted = (EmailOtp.user_id == user.id, EmailOtp.delivery_failed_at.is_(None))
     last = session.execute(select(func.max(EmailOtp.created_at)).where(*counted)).scalar_one()
-    if last is not None and last.tzinfo is None:  # func.max bypasses the column type on SQLite
-        last = last.replace(tzinfo=now.tzinfo)
     if last is not None and now - last < timedelta(seconds=s.email_otp_resend_cooldown):
         wait = math.ceil(s.email_otp_resend_cooldown - (now - last).total_seconds())
         raise ResendCooldown(f"a code was sent moments ago; ask again in {wait} seconds", retry_after=wait)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import secrets
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from jinja2 import TemplateError
 from sqlalchemy import select
@@ -57,7 +57,7 @@ def deliver(session: Session, outbox_id: int, backend: MailBackend, clock: Clock
         return Delivery.SKIPPED
     now = clock.now()
     if row.not_after is not None and now >= row.not_after:
-        _finish(session, row, OutboxStatus.EXPIRED, now, "expired before it could be sent")
+        _finish(row, OutboxStatus.EXPIRED, "expired before it could be sent")
         return Delivery.EXPIRED
 
     context = dict(row.context)
@@ -69,10 +69,10 @@ def deliver(session: Session, outbox_id: int, backend: MailBackend, clock: Clock
     if row.email_otp_id is not None:
         otp = session.execute(select(EmailOtp).where(EmailOtp.id == row.email_otp_id).with_for_update()).scalar_one()
         if otp.invalidated_at is not None or otp.used_at is not None:
-            _finish(session, row, OutboxStatus.CANCELLED, now, "a newer code replaced it")
+            _finish(row, OutboxStatus.CANCELLED, "a newer code replaced it")
             return Delivery.CANCELLED
         if now >= otp.expires_at:
-            _finish(session, row, OutboxStatus.EXPIRED, now, "expired before it could be sent")
+            _finish(row, OutboxStatus.EXPIRED, "expired before it could be sent")
             otp.delivery_failed_at = now
             return Delivery.EXPIRED
         # The code exists only here, in memory, and in the email; the row keeps its keyed hash.
@@ -102,7 +102,7 @@ def deliver(session: Session, outbox_id: int, backend: MailBackend, clock: Clock
     return Delivery.SENT
 
 
-def _finish(session: Session, row: OutboxMessage, status: OutboxStatus, now: datetime, why: str) -> None:
+def _finish(row: OutboxMessage, status: OutboxStatus, why: str) -> None:
     row.status = status
     row.last_error = why
 
