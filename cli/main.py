@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import db, demo, orgs, policy, reminders, report, serve, support, users, worker
+from cli import db, demo, orgs, policy, reminders, report, seed, serve, support, users, worker
 from cli.errors import ErrorHandlingGroup
 
 app = typer.Typer(
@@ -18,6 +18,7 @@ app.add_typer(policy.app, name="policy")
 app.add_typer(reminders.app, name="reminders")
 app.add_typer(report.app, name="report")
 app.command("demo")(demo.demo)
+app.command("seed")(seed.seed)
 app.command("serve")(serve.serve)
 app.command("worker")(worker.worker)
 app.command("beat")(worker.beat)

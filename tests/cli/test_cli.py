@@ -157,6 +157,8 @@ def test_help_on_every_command() -> None:
         ["policy", "check", "--help"],
         ["reminders", "run", "--help"],
         ["report", "weekly", "--help"],
+        ["seed", "--help"],
+        ["serve", "--help"],
     ):
         result = runner.invoke(app, args)
         assert result.exit_code == 0 and "Usage" in result.output, args
@@ -268,3 +270,15 @@ def test_report_weekly(cli: CliRunner, factory: sessionmaker[Session], clock: Fr
     assert (out / "report.html").exists() and len(list(out.glob("*.csv"))) == 6
     bad = cli.invoke(app, ["report", "weekly", "--org", "acme", "--week", "2026-47", "--out", str(out)])
     assert bad.exit_code == 2 and "not an ISO week" in bad.stderr
+
+
+def test_seed_creates_sample_data_once(cli: CliRunner, factory: sessionmaker[Session]) -> None:
+    result = cli.invoke(app, ["seed", "--orgs", "2", "--members", "5"])
+    assert result.exit_code == 0, result.output
+    assert "created 10 members in 2 organisation(s)" in result.output
+    with factory() as s:
+        assert s.execute(select(func.count()).select_from(User)).scalar_one() == 10
+        enabled = s.execute(select(func.count()).select_from(User).where(User.twofa_method.is_not(None))).scalar_one()
+        assert 0 < enabled < 10
+    again = cli.invoke(app, ["seed", "--orgs", "2", "--members", "5"])
+    assert "created 0 members" in again.output
