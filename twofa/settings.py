@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     smtp_user: str | None = None
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
+    smtp_ca_file: Path | None = None  # a private CA to trust for STARTTLS (default: the system's)
     smtp_timeout: float = 10.0
     # One connection per worker process, reused across messages. Off: a connection per message (for comparison).
     smtp_reuse_connection: bool = True

@@ -80,7 +80,7 @@ class SmtpBackend:
         s = self.settings
         conn = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout)
         if s.smtp_starttls:
-            conn.starttls(context=ssl.create_default_context())
+            conn.starttls(context=ssl.create_default_context(cafile=s.smtp_ca_file))
         if s.smtp_user:
             conn.login(s.smtp_user, s.smtp_password.get_secret_value() if s.smtp_password else "")
         return conn

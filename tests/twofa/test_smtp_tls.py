@@ -1,0 +1,120 @@
+"""STARTTLS and AUTH LOGIN against a real SMTP server (aiosmtpd) with a certificate made for the test."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.harness.services import ScriptedHandler, free_port
+from tests.twofa.test_mail import message
+from twofa.mail.backends import PermanentMailError, SmtpBackend, TransientMailError
+from twofa.settings import Settings
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+def authenticator(_server: Any, _session: Any, _envelope: Any, mechanism: str, data: Any) -> AuthResult:
+    ok = isinstance(data, LoginPassword) and (data.login, data.password) == (b"relay", b"s3cret-relay")
+    return AuthResult(success=ok)
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[Controller, ScriptedHandler, Path]]:
+    cert, key = self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    handler = ScriptedHandler()
+    controller = Controller(
+        handler,
+        hostname="127.0.0.1",
+        port=free_port(),
+        tls_context=context,
+        require_starttls=True,
+        auth_required=True,
+        authenticator=authenticator,
+    )
+    controller.start()
+    yield controller, handler, cert
+    controller.stop()
+
+
+def backend(controller: Controller, cert: Path, **overrides: Any) -> SmtpBackend:
+    options: dict[str, Any] = {
+        "smtp_host": "127.0.0.1",
+        "smtp_port": controller.port,
+        "smtp_starttls": True,
+        "smtp_user": "relay",
+        "smtp_password": "s3cret-relay",
+        "smtp_ca_file": cert,
+        "smtp_timeout": 5,
+    }
+    return SmtpBackend(Settings(**(options | overrides)))
+
+
+def test_starttls_and_login(tls_server: tuple[Controller, ScriptedHandler, Path]) -> None:
+    controller, handler, cert = tls_server
+    smtp = backend(controller, cert)
+    try:
+        smtp.send(message(1))
+        smtp.send(message(2))
+    finally:
+        smtp.close()
+    assert [r.message["To"] for r in handler.received] == ["u1@example.com", "u2@example.com"]
+
+
+def test_wrong_password_sends_nothing(tls_server: tuple[Controller, ScriptedHandler, Path]) -> None:
+    # aiosmtpd stalls after refusing AUTH LOGIN, so the refusal may surface as a timeout (transient) rather than
+    # the 535 (permanent) a production relay answers; either way nothing is delivered.
+    controller, handler, cert = tls_server
+    smtp = backend(controller, cert, smtp_password="wrong", smtp_timeout=2)
+    try:
+        with pytest.raises((PermanentMailError, TransientMailError)):
+            smtp.send(message(1))
+    finally:
+        smtp.close()
+    assert handler.received == []
+
+
+def test_an_untrusted_certificate_is_refused(tls_server: tuple[Controller, ScriptedHandler, Path]) -> None:
+    controller, handler, _cert = tls_server
+    smtp = backend(controller, _cert, smtp_ca_file=None)
+    try:
+        with pytest.raises(TransientMailError, match="SSL|certificate"):
+            smtp.send(message(1))
+    finally:
+        smtp.close()
+    assert handler.received == []
