@@ -109,27 +109,46 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+def _host_cpu() -> tuple[float, float]:
+    """(busy, stolen) CPU seconds of the whole host since boot, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = values[:8]
+    return (user + nice + system + irq + softirq) / CLK_TCK, steal / CLK_TCK
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
 @dataclass
 class CpuMeter:
-    """CPU seconds used by the parties of one measurement: this process, the workers, PostgreSQL, redis-server."""
+    """CPU seconds used during one measurement by this process (the API and the SMTP server), each worker (main
+    process and pool children, by log name), this run's PostgreSQL backends, redis-server; ``other`` is what the
+    rest of the host used (other jobs, PostgreSQL's background processes), ``steal`` what the hypervisor took."""
 
     workers: list[Worker]
     redis_pid: int
+    database: str
     start: dict[str, dict[int, float]] = field(default_factory=dict)
     used: dict[str, float] = field(default_factory=dict)
 
     def _sample(self) -> dict[str, dict[int, float]]:
-        groups: dict[str, dict[int, float]] = {"bench": {}, "worker": {}, "postgres": {}, "redis": {}}
+        busy, steal = _host_cpu()
+        groups: dict[str, dict[int, float]] = {"host": {0: busy}, "steal": {0: steal}, "bench": {}, "postgres": {}}
+        groups["redis"] = {self.redis_pid: _proc_cpu(self.redis_pid)[1]}
         groups["bench"][os.getpid()] = _proc_cpu(os.getpid())[1]
         groups["redis"][self.redis_pid] = _proc_cpu(self.redis_pid)[1]
         for w in self.workers:
             if w.proc is not None and w.proc.poll() is None:
                 for pid in [w.proc.pid, *_children(w.proc.pid)]:
-                    groups["worker"][pid] = _proc_cpu(pid)[1]
-        for entry in Path("/proc").iterdir():  # every postgres process on the host (the server is shared)
+                    groups.setdefault(w.log_path.stem, {})[pid] = _proc_cpu(pid)[1]
+        for entry in Path("/proc").iterdir():  # the server is shared: only the backends of this run's database
             if entry.name.isdigit():
                 name, cpu = _proc_cpu(int(entry.name))
-                if name == "postgres":
+                if name == "postgres" and f" {self.database} " in _cmdline(int(entry.name)):
                     groups["postgres"][int(entry.name)] = cpu
         return groups
 
@@ -139,10 +158,14 @@ class CpuMeter:
 
     def __exit__(self, *_: object) -> None:
         end = self._sample()
-        self.used = {
-            group: round(sum(cpu - self.start[group].get(pid, 0.0) for pid, cpu in pids.items()), 2)
+        used = {
+            group: sum(cpu - self.start.get(group, {}).get(pid, 0.0) for pid, cpu in pids.items())
             for group, pids in end.items()
         }
+        host, steal = used.pop("host"), used.pop("steal")
+        used["other"] = max(0.0, host - sum(used.values()))
+        used["steal"] = steal
+        self.used = {group: round(cpu, 2) for group, cpu in used.items()}
 
 
 # --- the API side ---------------------------------------------------------------------------------------------------
@@ -215,10 +238,43 @@ def saturate(factory: sessionmaker[Session], smtp: SmtpServer, users: list[User]
     return Saturation(len(users), last - started, issued - started)
 
 
+def commit_held(factory: sessionmaker[Session], users: list[User], producers: int) -> list[outbox.OutboxRef]:
+    """One code per user, committed with the dispatch held back: the outbox rows to publish later."""
+    held: list[outbox.OutboxRef] = []
+    lock = threading.Lock()
+
+    def hold(refs: Sequence[outbox.OutboxRef]) -> None:
+        with lock:
+            held.extend(refs)
+
+    previous = outbox.install_dispatcher(hold)
+    try:
+        with ThreadPoolExecutor(producers) as pool:
+            list(pool.map(lambda u: request_code(factory, u), users))
+    finally:
+        outbox.install_dispatcher(previous)
+    return held
+
+
+def worker_throughput(
+    smtp: SmtpServer, users: list[User], held: list[outbox.OutboxRef], dispatcher: outbox.Dispatcher
+) -> Saturation:
+    """The worker alone, like the no-op: the committed rows' ids published back to back; from the first publish to
+    the last SMTP acceptance."""
+    base = len(smtp.handler.received)
+    started = time.monotonic()
+    dispatcher(held)
+    published = time.monotonic()
+    wait_arrivals(smtp, base, len(users), timeout=60 + len(users) / 5)
+    last = max(arrivals_by_address(smtp, base, {u.email for u in users}).values())
+    return Saturation(len(users), last - started, published - started)
+
+
 @dataclass
 class Latency:
     rate: float
-    latencies_ms: list[float]
+    latencies_ms: list[float]  # request start to SMTP acceptance
+    request_ms: list[float]  # request start to commit and publish (the API's part)
     start_lag_ms: list[float]  # how late each request started against its open-loop schedule
     first_start: float
     last_arrival: float
@@ -226,20 +282,34 @@ class Latency:
     def p(self, q: float) -> float:
         return percentile(self.latencies_ms, q)
 
+    def describe(self) -> str:
+        after = [total - api for total, api in zip(self.latencies_ms, self.request_ms, strict=True)]
+        return (
+            f"p50 {self.p(50):.1f} ms, p90 {self.p(90):.1f} ms, p99 {self.p(99):.1f} ms, "
+            f"max {max(self.latencies_ms):.1f} ms\n"
+            f"    of which the request (transaction, commit, publish) p50 {percentile(self.request_ms, 50):.1f} ms "
+            f"p99 {percentile(self.request_ms, 99):.1f} ms; after it (queue, worker, SMTP) p50 "
+            f"{percentile(after, 50):.1f} ms p99 {percentile(after, 99):.1f} ms; requests started up to "
+            f"{max(self.start_lag_ms):.1f} ms behind schedule (p99 {percentile(self.start_lag_ms, 99):.1f} ms)"
+        )
+
 
 def paced(factory: sessionmaker[Session], smtp: SmtpServer, users: list[User], rate: float, threads: int) -> Latency:
     """Open loop: request ``i`` is due at ``t0 + i / rate`` whatever happened to the earlier ones."""
     base = len(smtp.handler.received)
     starts: dict[str, float] = {}
+    request_ms: dict[str, float] = {}
     lags: list[float] = []
     lock = threading.Lock()
 
     def one(user: User, due: float) -> None:
         started = time.monotonic()
+        request_code(factory, user)
+        done = time.monotonic()
         with lock:
             starts[user.email] = started
+            request_ms[user.email] = (done - started) * 1000
             lags.append((started - due) * 1000)
-        request_code(factory, user)
 
     with ThreadPoolExecutor(threads) as pool:
         t0 = time.monotonic() + 0.05
@@ -254,22 +324,25 @@ def paced(factory: sessionmaker[Session], smtp: SmtpServer, users: list[User], r
             f.result()
     wait_arrivals(smtp, base, len(users), timeout=60)
     arrived = arrivals_by_address(smtp, base, set(starts))
-    latencies = [(arrived[to] - started) * 1000 for to, started in starts.items()]
-    return Latency(rate, latencies, lags, min(starts.values()), max(arrived.values()))
+    order = list(starts)
+    latencies = [(arrived[to] - starts[to]) * 1000 for to in order]
+    return Latency(rate, latencies, [request_ms[to] for to in order], lags, min(starts.values()), max(arrived.values()))
 
 
 # --- the worker side ------------------------------------------------------------------------------------------------
 
 
-def noop_throughput(client: Celery, r: redis.Redis, count: int) -> tuple[float, float]:
-    """(tasks per second, seconds): ``count`` no-op tasks published back to back, until the last has run."""
+def noop_throughput(client: Celery, r: redis.Redis, count: int) -> tuple[float, float, float]:
+    """(tasks per second, seconds, publishing seconds): ``count`` no-op tasks published back to back, until the last
+    has run."""
     counter = f"bench:noop:{secrets.token_hex(4)}"
     started = time.monotonic()
     for _ in range(count):
         client.send_task("bench.noop", args=[counter, count], queue=BENCH_QUEUE)
+    published = time.monotonic() - started
     wait_for(lambda: bool(r.exists(f"{counter}:at")), 60 + count / 20, interval=0.02, what="the no-op tasks")
     seconds = float(r.get(f"{counter}:at") or 0) - started
-    return count / seconds, seconds
+    return count / seconds, seconds, published
 
 
 TASK_LINE = re.compile(r"Task (\S+)\[[^\]]+\] succeeded in ([0-9.e-]+)s")
@@ -301,6 +374,7 @@ class Run:
     db_url: str
     smtp: SmtpServer
     client: Celery
+    dispatcher: CeleryDispatcher
     workers: list[Worker] = field(default_factory=list)
     results: dict[str, Any] = field(default_factory=dict)
     batch: int = 0
@@ -327,27 +401,67 @@ class Run:
     def warm_up(self, count: int = 30) -> None:
         """Every pool child connected to PostgreSQL and SMTP, templates compiled, before anything is timed."""
         base = len(self.smtp.handler.received)
-        for user in self.users(count):
+        users = self.users(count)
+        for user in users:
             request_code(self.factory, user)
         wait_arrivals(self.smtp, base, count, timeout=60)
+        arrivals_by_address(self.smtp, base, {u.email for u in users})
+
+    def settled(self) -> None:
+        """Wait for the worker to commit what the SMTP server has accepted. The harness stops a worker with SIGTERM
+        to its whole process group, which kills a pool child at once: stopped between the SMTP server's 250 and the
+        commit, the row stays queued, and the next worker on the queue sends that email a second time."""
+        queued = select(func.count()).where(OutboxMessage.status == "queued")
+
+        def none_queued() -> bool:
+            with self.factory() as s:
+                return s.execute(queued).scalar_one() == 0
+
+        wait_for(none_queued, 30, what="the last commits")
+
+    def stop(self, w: Worker) -> None:
+        self.settled()
+        w.stop()
 
     def meter(self) -> CpuMeter:
-        return CpuMeter(self.workers, self.redis.proc.pid)
+        return CpuMeter(self.workers, self.redis.proc.pid, self.db_url.rsplit("/", 1)[1])
 
     def stop_workers(self) -> None:
         for w in self.workers:
             w.stop()
 
 
+def wait_for_quiet_host(limit: float, busy_cores: float = 0.3) -> None:
+    """Up to ``limit`` seconds for the rest of the host to use less than ``busy_cores`` (sampled over 2 s)."""
+    deadline = time.monotonic() + limit
+    while True:
+        before, at = sum(_host_cpu()), time.monotonic()
+        time.sleep(2)
+        cores = (sum(_host_cpu()) - before) / (time.monotonic() - at)
+        if cores < busy_cores:
+            say(f"host quiet: {cores:.2f} cores busy")
+            return
+        if time.monotonic() >= deadline:
+            say(f"host still busy ({cores:.2f} cores) after {limit:.0f} s; measuring anyway")
+            return
+
+
 def cpu_line(meter: CpuMeter, seconds: float) -> str:
     parts = ", ".join(f"{k} {v:.2f}" for k, v in meter.used.items())
-    return f"    CPU seconds over {seconds:.2f} s of wall time (2 cores = {2 * seconds:.2f}): {parts}"
+    cores = os.cpu_count() or 1
+    line = f"    CPU seconds over {seconds:.2f} s of wall time ({cores} cores = {cores * seconds:.2f}): {parts}"
+    disturbed = meter.used["other"] + meter.used["steal"]
+    if disturbed > 0.1 * cores * seconds:
+        line += f"\n    NOTE: {disturbed / seconds:.2f} cores went to other jobs or the hypervisor: a disturbed figure"
+    return line
 
 
 def run(b: Run) -> None:
     a = b.args
     r = b.redis.client
     say(f"host: {os.cpu_count()} CPUs, load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if a.quiet_wait:
+        wait_for_quiet_host(a.quiet_wait)
 
     # 1-2. One worker: otp, mail and the bench queue, two prefork children, SMTP connection reused.
     main = b.worker("worker", queues=f"otp,mail,{BENCH_QUEUE}", concurrency=2)
@@ -357,8 +471,11 @@ def run(b: Run) -> None:
 
     # 3. No-op throughput.
     with b.meter() as meter:
-        noop_tps, noop_s = noop_throughput(b.client, r, a.noop)
-    say(f"no-op task: {a.noop} in {noop_s:.2f} s = {noop_tps:.0f} tasks/s")
+        noop_tps, noop_s, noop_publish_s = noop_throughput(b.client, r, a.noop)
+    say(
+        f"no-op task: {a.noop} (published in {noop_publish_s:.2f} s), all run after {noop_s:.2f} s "
+        f"= {noop_tps:.0f} tasks/s"
+    )
     say(cpu_line(meter, noop_s))
     b.results.update(noop_tps=round(noop_tps, 1), noop_cpu_s=meter.used)
 
@@ -381,56 +498,80 @@ def run(b: Run) -> None:
         otp_cpu_s=meter.used,
     )
 
+    # 4b. The worker's part alone: rows committed first, then their ids published back to back (like the no-op).
+    users = b.users(a.worker_otp)
+    held = commit_held(b.factory, users, a.producers)
+    time.sleep(0.5)
+    with b.meter() as meter:
+        wsat = worker_throughput(b.smtp, users, held, b.dispatcher)
+    say(
+        f"email OTP, worker only ({wsat.requests} rows committed beforehand, ids published in "
+        f"{wsat.issue_seconds:.2f} s): all accepted after {wsat.seconds:.2f} s = {wsat.tps:.0f} OTP/s; "
+        f"{wsat.tps / noop_tps:.1%} of the no-op task's throughput"
+    )
+    say(cpu_line(meter, wsat.seconds))
+    b.results.update(
+        otp_worker_tps=round(wsat.tps, 1), otp_worker_vs_noop=round(wsat.tps / noop_tps, 3), otp_worker_cpu_s=meter.used
+    )
+
     # 5. Latency at half the maximum load, open loop.
     rate = sat.tps / 2
     users = b.users(max(20, round(rate * a.seconds)))
     time.sleep(0.5)
-    lat = paced(b.factory, b.smtp, users, rate, a.producers * 2)
-    say(
-        f"latency at half load ({rate:.0f} requests/s for {a.seconds:.0f} s, {len(users)} requests): "
-        f"p50 {lat.p(50):.1f} ms, p90 {lat.p(90):.1f} ms, p99 {lat.p(99):.1f} ms, max {max(lat.latencies_ms):.1f} ms "
-        f"(requests started up to {max(lat.start_lag_ms):.1f} ms late)"
-    )
+    with b.meter() as meter:
+        lat = paced(b.factory, b.smtp, users, rate, a.producers * 2)
+    window = lat.last_arrival - lat.first_start
+    say(f"latency at half load ({rate:.0f} requests/s for {a.seconds:.0f} s, {len(users)} requests): {lat.describe()}")
+    say(cpu_line(meter, window))
     b.results.update(
         half_load_rate=round(rate, 1),
         p50_ms=round(lat.p(50), 2),
         p90_ms=round(lat.p(90), 2),
         p99_ms=round(lat.p(99), 2),
         max_ms=round(max(lat.latencies_ms), 2),
+        p50_request_ms=round(percentile(lat.request_ms, 50), 2),
+        half_load_cpu_s=meter.used,
     )
 
     # 6. The same while a long report task runs on this host (its own worker, queue "reports").
     reports = b.worker("reports", queues="reports", concurrency=1)
+    if a.report_nice:
+        assert reports.proc is not None
+        for pid in [reports.proc.pid, *_children(reports.proc.pid)]:
+            os.setpriority(os.PRIO_PROCESS, pid, a.report_nice)
     flag = f"bench:report:{secrets.token_hex(4)}"
-    report_seconds = a.seconds + 5
-    b.client.send_task("bench.report", args=[report_seconds, flag], queue="reports")
+    b.client.send_task("bench.report", args=[flag], queue="reports")
     wait_for(lambda: bool(r.exists(f"{flag}:started")), 60, what="the report task to start")
     users = b.users(max(20, round(rate * a.seconds)))
     time.sleep(1.0)
-    lat_r = paced(b.factory, b.smtp, users, rate, a.producers * 2)
+    with b.meter() as meter:
+        lat_r = paced(b.factory, b.smtp, users, rate, a.producers * 2)
     report_running = not r.exists(f"{flag}:done")
-    wait_for(lambda: bool(r.exists(f"{flag}:done")), report_seconds + 60, what="the report task to finish")
+    r.set(f"{flag}:stop", 1)
+    wait_for(lambda: bool(r.exists(f"{flag}:done")), 60, what="the report task to finish")
     report_started, report_done = float(r.get(f"{flag}:started") or 0), float(r.get(f"{flag}:done") or 0)
     overlap = (min(report_done, lat_r.last_arrival) - max(report_started, lat_r.first_start)) / (
         lat_r.last_arrival - lat_r.first_start
     )
+    nice = f", report worker at nice {a.report_nice}" if a.report_nice else ""
     say(
         f"latency at half load with a report running ({report_done - report_started:.1f} s of pandas group-bys, "
-        f"{int(r.get(f'{flag}:rounds') or 0)} rounds; it covered {overlap:.0%} of the window): "
-        f"p50 {lat_r.p(50):.1f} ms, p90 {lat_r.p(90):.1f} ms, p99 {lat_r.p(99):.1f} ms, "
-        f"max {max(lat_r.latencies_ms):.1f} ms (requests started up to {max(lat_r.start_lag_ms):.1f} ms late)"
+        f"{int(r.get(f'{flag}:rounds') or 0)} rounds{nice}; it covered {overlap:.0%} of the window): {lat_r.describe()}"
     )
+    say(cpu_line(meter, lat_r.last_arrival - lat_r.first_start))
     if not report_running or overlap < 0.99:
         say("    WARNING: the report did not run for the whole latency window")
-    reports.stop()
+    b.stop(reports)
     b.results.update(
         p50_ms_with_report=round(lat_r.p(50), 2),
         p90_ms_with_report=round(lat_r.p(90), 2),
         p99_ms_with_report=round(lat_r.p(99), 2),
         max_ms_with_report=round(max(lat_r.latencies_ms), 2),
         report_overlap=round(overlap, 3),
+        report_nice=a.report_nice,
+        with_report_cpu_s=meter.used,
     )
-    main.stop()
+    b.stop(main)
     runtimes = task_runtimes(main.log())
     say(f"    worker task run times (Celery's log): bench.noop {summary_ms(runtimes.get('bench.noop', []))}")
     say(f"    twofa.deliver_email {summary_ms(runtimes.get('twofa.deliver_email', []))}")
@@ -452,7 +593,7 @@ def run(b: Run) -> None:
         users = b.users(a.reuse_users)
         time.sleep(0.5)
         sat = saturate(b.factory, b.smtp, users, a.producers)
-        w.stop()
+        b.stop(w)
         tps[reuse] = sat.tps
         say(f"SMTP connection {'reused' if reuse else 'per message'}: {sat.requests} OTPs, {sat.tps:.0f} OTP/s")
     reuse_ratio = tps[True] / tps[False]
@@ -465,7 +606,10 @@ def run(b: Run) -> None:
     with b.factory() as s:
         statuses = dict(s.execute(select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)).all())
         retried = s.execute(select(func.count()).where(OutboxMessage.attempts > 1)).scalar_one()
-    say(f"outbox rows: {statuses}, {retried} needed more than one attempt")
+        unsent = s.execute(select(OutboxMessage).where(OutboxMessage.status != "sent").limit(5)).scalars().all()
+    say(f"outbox rows: {statuses}, {retried} needed more than one attempt, {len(b.smtp.received)} emails received")
+    for row in unsent:
+        say(f"    not sent: #{row.id} to {row.to_address}: {row.status}, {row.attempts} attempts, {row.last_error}")
     b.results.update(outbox_statuses=statuses, outbox_retried=retried)
 
     res = b.results
@@ -492,9 +636,10 @@ def services(args: argparse.Namespace) -> Iterator[Run]:
         client.config_from_object("celeryconfig")
         client.conf.update(broker_url=redis_server.url, task_create_missing_queues=True)  # the bench queue
         stack.callback(client.close)
-        previous = outbox.install_dispatcher(CeleryDispatcher(client))
+        dispatcher = CeleryDispatcher(client)
+        previous = outbox.install_dispatcher(dispatcher)
         stack.callback(outbox.install_dispatcher, previous)
-        b = Run(args, tmp, redis_server, db_url, smtp, client)
+        b = Run(args, tmp, redis_server, db_url, smtp, client, dispatcher)
         stack.callback(b.stop_workers)  # before the database is dropped and Redis stopped
         try:
             yield b
@@ -508,10 +653,20 @@ def services(args: argparse.Namespace) -> Iterator[Run]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--noop", type=int, default=2000, help="no-op tasks (default 2000)")
-    p.add_argument("--otp", type=int, default=1500, help="users (one code each) at saturation (default 1500)")
+    p.add_argument("--otp", type=int, default=1200, help="users (one code each) at saturation (default 1200)")
+    p.add_argument("--worker-otp", type=int, default=800, help="codes for the worker-only throughput (default 800)")
     p.add_argument("--seconds", type=float, default=12, help="length of each latency window (default 12)")
     p.add_argument("--reuse-users", type=int, default=600, help="codes per SMTP reuse measurement (default 600)")
     p.add_argument("--producers", type=int, default=4, help="API threads at saturation (default 4)")
+    p.add_argument(
+        "--report-nice", type=int, default=0, help="renice the report worker by this much (default 0: as deployed)"
+    )
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=0,
+        help="first wait up to this many seconds for other jobs on the host to go quiet (default 0: do not wait)",
+    )
     return p.parse_args(argv)
 
 

@@ -113,7 +113,7 @@ def test_an_untrusted_certificate_is_refused(tls_server: tuple[Controller, Scrip
     controller, handler, _cert = tls_server
     smtp = backend(controller, _cert, smtp_ca_file=None)
     try:
-        with pytest.raises(TransientMailError, match="SSL|certificate"):
+        with pytest.raises(TransientMailError, match=r"SSL|certificate"):
             smtp.send(message(1))
     finally:
         smtp.close()
