@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Select, and_, false, func, or_, select, true
@@ -28,6 +29,7 @@ DISABLE_EVENTS = (Event.TWOFA_DISABLED, Event.TWOFA_RESET_BY_SUPPORT)
 DAY = timedelta(days=1)
 
 
+@lru_cache(maxsize=2)  # built once: constructing this join costs more than running it for one user
 def _statement(noncompliant_only: bool) -> Select[*tuple[Any, ...]]:
     last_disabled = (
         select(AuditEvent.user_id.label("user_id"), func.max(AuditEvent.at).label("at"))

@@ -12,9 +12,13 @@ from policies.evaluate import evaluate
 from policies.models import OrgPolicy
 from policies.verdicts import Overdue
 from twofa import logins
+from twofa.models import User
 
 
-def enrolment_required(session: Session, user_id: int, now: datetime) -> bool:
+def enrolment_required(session: Session, user: User, now: datetime) -> bool:
+    if user.twofa_method == "totp":
+        return False  # an authenticator app satisfies every policy: no query needed on the hot path
+    user_id = user.id
     overdue = [
         v.org_id
         for v in evaluate(session, now, user_id=user_id, noncompliant_only=True)

@@ -26,6 +26,7 @@ from twofa.models import LoginChallenge, LoginHistory, User
 from twofa.passwords import verify_password
 from twofa.sessions import Client, IssuedSession
 from twofa.settings import get_settings
+from twofa.throttle import lock_user
 
 
 class Outcome:
@@ -42,7 +43,7 @@ class Outcome:
 
 # Whether a user may only set up 2FA right now (an organisation's deadline has passed). The core does not know
 # policies; the policies package installs its verdict here when it is imported.
-EnrolmentGate = Callable[[Session, int, datetime], bool]
+EnrolmentGate = Callable[[Session, User, datetime], bool]
 _gate: EnrolmentGate | None = None
 
 
@@ -53,7 +54,7 @@ def install_enrolment_gate(gate: EnrolmentGate | None) -> EnrolmentGate | None:
 
 
 def _scope(session: Session, user: User, clock: Clock) -> str:
-    return "enrol" if _gate is not None and _gate(session, user.id, clock.now()) else "full"
+    return "enrol" if _gate is not None and _gate(session, user, clock.now()) else "full"
 
 
 @dataclass(frozen=True)
@@ -225,11 +226,9 @@ def complete_login(
 ) -> LoggedIn:
     """The second step: a TOTP code, an email code or a backup code for an open challenge."""
     challenge = _open_challenge(session, challenge_token, clock)
-    user = session.get(User, challenge.user_id)
-    if user is None:
-        raise ChallengeInvalid()
+    user = lock_user(session, challenge.user_id)
     try:
-        used = second_factor.verify(session, user.id, code, method=method, challenge_id=challenge.id, clock=clock)
+        used = second_factor.verify(session, user, code, method=method, challenge_id=challenge.id, clock=clock)
     except DomainError as exc:
         outcome = next((o for cls, o in _OUTCOME_OF if isinstance(exc, cls)), Outcome.BAD_CODE)
         record(

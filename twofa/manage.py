@@ -60,7 +60,7 @@ def disable(session: Session, user: User, password: str, code: str, clock: Clock
         raise TwoFactorNotEnabled()
     if not verify_password(user.password_hash, password):
         raise InvalidCredentials("the password is wrong")
-    method = second_factor.verify(session, user.id, code, clock=clock)
+    method = second_factor.verify(session, user, code, clock=clock)
     _turn_off(session, user, clock)
     audit.record(session, audit.Event.TWOFA_DISABLED, user_id=user.id, details={"confirmed_with": method}, clock=clock)
     notify(session, user, Template.TWOFA_DISABLED, clock=clock)
@@ -71,7 +71,7 @@ def regenerate_backup_codes(session: Session, user: User, code: str, clock: Cloc
     user = lock_user(session, user.id)
     if user.twofa_method is None:
         raise TwoFactorNotEnabled()
-    second_factor.verify(session, user.id, code, allow_backup=False, clock=clock)
+    second_factor.verify(session, user, code, allow_backup=False, clock=clock)
     codes = backup_codes.generate(session, user, clock)
     audit.record(session, audit.Event.BACKUP_CODES_REGENERATED, user_id=user.id, clock=clock)
     notify(session, user, Template.BACKUP_CODES_REGENERATED, clock=clock)

@@ -68,7 +68,7 @@ def verify_totp(session: Session, user: User, code: str, clock: Clock = SYSTEM_C
 
 def verify(
     session: Session,
-    user_id: int,
+    user: User,
     code: str,
     *,
     method: str | None = None,
@@ -76,11 +76,12 @@ def verify(
     allow_backup: bool = True,
     clock: Clock = SYSTEM_CLOCK,
 ) -> Method:
-    """Check ``code`` for the user's second factor; returns the method that accepted it.
+    """Check ``code`` for the user's second factor; returns the method that accepted it. ``user`` must be locked
+    (``throttle.lock_user``) by the caller, so concurrent checks for one account run one after another.
 
     Wrong codes count towards the account lockout; malformed input and replays do not (neither is a guess).
     """
-    user = throttle.guard(session, user_id, clock)
+    throttle.check(user, clock)
     chosen = pick_method(user, code, method)
     if chosen is Method.BACKUP_CODE and not allow_backup:
         raise MalformedCode("a current code from your app or email is needed here, not a backup code")

@@ -27,14 +27,12 @@ def lock_user(session: Session, user_id: int) -> User:
     ).scalar_one()
 
 
-def guard(session: Session, user_id: int, clock: Clock = SYSTEM_CLOCK) -> User:
-    """Lock the user row; refuse with ``TooManyAttempts`` while the second factor is locked."""
-    user = lock_user(session, user_id)
+def check(user: User, clock: Clock = SYSTEM_CLOCK) -> None:
+    """Refuse with ``TooManyAttempts`` while the (locked) user's second factor is locked."""
     now = clock.now()
     if user.second_factor_locked_until is not None and user.second_factor_locked_until > now:
         wait = math.ceil((user.second_factor_locked_until - now).total_seconds())
         raise TooManyAttempts(f"too many wrong codes; try again in {wait} seconds", retry_after=wait)
-    return user
 
 
 def lockout_delay(failures: int) -> int | None:
