@@ -34,6 +34,7 @@ REMINDER_SENT = "policy_reminder_sent"
 ESCALATION_SENT = "policy_escalation_sent"
 ESCALATION_EVERY = timedelta(days=7)
 ESCALATE_TO = (Role.OWNER.value, Role.ADMIN.value)
+BULK_PAGE = 5000  # rows per INSERT statement; PostgreSQL allows 65,535 parameters in one
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,10 @@ def _store_deadlines(session: Session, verdicts: Sequence[MemberVerdict]) -> int
         index_elements=["membership_id"],
         set_={"subject_since": stmt.excluded.subject_since, "deadline": stmt.excluded.deadline},
     )
-    session.execute(stmt, rows)
+    # RETURNING lets SQLAlchemy send many rows per statement ("insertmanyvalues") instead of one per row.
+    session.execute(
+        stmt.returning(PolicyDeadline.membership_id).execution_options(insertmanyvalues_page_size=BULK_PAGE), rows
+    ).all()
     return len(rows)
 
 
@@ -209,7 +213,7 @@ def run(session: Session, *, dry_run: bool = False, clock: Clock = SYSTEM_CLOCK)
     result.sent = [p for p in planned if p.dedupe_key in inserted]
     if result.sent:
         session.execute(
-            insert(AuditEvent),
+            insert(AuditEvent).returning(AuditEvent.id).execution_options(insertmanyvalues_page_size=BULK_PAGE),
             [
                 {
                     "at": now,
@@ -221,5 +225,5 @@ def run(session: Session, *, dry_run: bool = False, clock: Clock = SYSTEM_CLOCK)
                 }
                 for p in result.sent
             ],
-        )
+        ).all()
     return result

@@ -118,6 +118,7 @@ def enqueue_unique(
         insert(OutboxMessage)
         .on_conflict_do_nothing(index_elements=["dedupe_key"])
         .returning(OutboxMessage.id, OutboxMessage.queue, OutboxMessage.dedupe_key)
+        .execution_options(insertmanyvalues_page_size=5000)  # 11 parameters a row: well under 65,535
     )
     inserted = {row.dedupe_key: OutboxRef(row.id, row.queue) for row in session.execute(stmt, rows)}
     session.info.setdefault(_PENDING, []).extend(inserted.values())

@@ -7,8 +7,9 @@ from datetime import timedelta
 from typing import Any
 
 from celery import Task
+from sqlalchemy.orm import Session
 
-from twofa.db import transaction
+from twofa.db import session_factory
 from twofa.mail.backends import PermanentMailError, TransientMailError
 from twofa.mail.delivery import deliver, record_failure
 from workers.app import app, mail_backend
@@ -24,39 +25,49 @@ def backoff(retries: int, queue: str) -> float:
     return random.uniform(cap / 2, cap)
 
 
-def _deliver_one(outbox_id: int, retries: int, queue: str) -> tuple[str, float | None]:
-    """Deliver one row; returns its status and, after a transient failure, the delay before the next try."""
+def _deliver_one(session: Session, outbox_id: int, retries: int, queue: str) -> tuple[str, float | None]:
+    """Deliver one row in its own transaction on ``session``; returns its status and, after a transient failure,
+    the delay before the next try."""
     try:
-        with transaction() as session:
-            return deliver(session, outbox_id, mail_backend()).value, None
+        status = deliver(session, outbox_id, mail_backend()).value
+        session.commit()
+        return status, None
     except TransientMailError as exc:
+        session.rollback()
         delay = backoff(retries, queue)
         permanent = retries >= MAX_RETRIES and queue != "otp"
-        with transaction() as session:
-            again = record_failure(session, outbox_id, str(exc), permanent=permanent, retry_in=timedelta(seconds=delay))
+        again = record_failure(session, outbox_id, str(exc), permanent=permanent, retry_in=timedelta(seconds=delay))
+        session.commit()
         return ("retry", delay) if again else ("failed", None)
     except PermanentMailError as exc:
-        with transaction() as session:
-            record_failure(session, outbox_id, str(exc), permanent=True)
+        session.rollback()
+        record_failure(session, outbox_id, str(exc), permanent=True)
+        session.commit()
         return "failed", None
+    except BaseException:
+        session.rollback()
+        raise
 
 
 @app.task(name="twofa.deliver_email_batch")
 def deliver_email_batch(outbox_ids: list[int]) -> dict[str, int]:
-    """Many rows over this process's one SMTP connection; each row is still claimed and committed on its own."""
+    """Many rows over this process's one SMTP connection and one database session; each row is still claimed and
+    committed on its own, so a crash re-sends nothing that was marked sent."""
     counts: dict[str, int] = {}
-    for outbox_id in outbox_ids:
-        status, delay = _deliver_one(outbox_id, 0, "mail")
-        if delay is not None:
-            deliver_email.apply_async(args=(outbox_id,), countdown=delay, queue="mail")
-        counts[status] = counts.get(status, 0) + 1
+    with session_factory()() as session:
+        for outbox_id in outbox_ids:
+            status, delay = _deliver_one(session, outbox_id, 0, "mail")
+            if delay is not None:
+                deliver_email.apply_async(args=(outbox_id,), countdown=delay, queue="mail")
+            counts[status] = counts.get(status, 0) + 1
     return counts
 
 
 @app.task(bind=True, name="twofa.deliver_email", max_retries=None)
 def deliver_email(self: Task[Any, Any], outbox_id: int) -> str:
     queue = (self.request.delivery_info or {}).get("routing_key") or "mail"
-    status, delay = _deliver_one(outbox_id, self.request.retries, queue)
+    with session_factory()() as session:
+        status, delay = _deliver_one(session, outbox_id, self.request.retries, queue)
     if delay is not None:
         raise self.retry(countdown=delay, max_retries=None)
     return status
