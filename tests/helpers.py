@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import email.policy
 import re
 from email.message import EmailMessage, Message
 
@@ -49,13 +50,17 @@ def stored_secret(factory: sessionmaker[Session], user_id: int) -> str:
         return crypto.decrypt(device.secret_ciphertext)
 
 
+def parsed(message: Message) -> EmailMessage:
+    """The message as a mail client reads it (the modern email API), from its bytes on the wire."""
+    result = email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
+    assert isinstance(result, EmailMessage)
+    return result
+
+
 def text_of(message: Message) -> str:
-    if isinstance(message, EmailMessage):
-        body = message.get_body(preferencelist=("plain",))
-        assert body is not None
-        return str(body.get_content())
-    parsed = email.message_from_bytes(message.as_bytes(), _class=EmailMessage)
-    return text_of(parsed)
+    body = parsed(message).get_body(preferencelist=("plain",))
+    assert body is not None
+    return str(body.get_content())
 
 
 def last_code(mailbox: MemoryBackend, to: str) -> str:

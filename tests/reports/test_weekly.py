@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from reports.build import build, build_and_send, write
 from reports.week import IsoWeek
-from tests.helpers import enrol_totp, last_code, make_user
+from tests.helpers import enrol_totp, last_code, make_user, parsed
 from twofa import audit, enrolment
 from twofa.clock import FrozenClock
 from twofa.db import transaction
@@ -179,7 +179,7 @@ def test_built_and_sent_once(
     assert (tmp_path / "acme" / "2026-W49" / "report.html").exists()
     reports = mailbox.sent[before:]
     assert sorted(str(m["To"]) for m in reports) == ["admin@acme.io", "owner@acme.io"]
-    message = reports[0]
+    message = parsed(reports[0])
     assert str(message["Subject"]) == "2FA coverage for acme, week 2026-W49: 75.0% enrolled"
     names = sorted(p.get_filename() for p in message.iter_attachments())
     assert names == sorted(

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.harness.services import ScriptedHandler, SmtpServer
+from tests.helpers import parsed
 from twofa.clock import SYSTEM_CLOCK
 from twofa.mail.backends import FileBackend, PermanentMailError, SmtpBackend, TransientMailError
 from twofa.mail.render import build_message
@@ -60,14 +61,14 @@ def test_every_template_has_a_sample_and_renders_multipart(project_root: Path) -
         msg = build_message(template=name, context=BASE | context, to="user@example.com", message_id="<id@wevion.ai>")
         assert msg["From"] == "Wevion <noreply@wevion.ai>" and msg["Message-ID"] == "<id@wevion.ai>"
         assert msg["Subject"] and "\n" not in str(msg["Subject"])
-        assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"], name
+        assert [p.get_content_type() for p in parsed(msg).iter_parts()] == ["text/plain", "text/html"], name
 
 
 def test_html_is_autoescaped_and_text_is_not() -> None:
     msg = build_message(
         template="api_key_created", context=BASE | SAMPLE["api_key_created"], to="u@example.com", message_id="<x@y>"
     )
-    text, html = (p.get_content() for p in msg.iter_parts())
+    text, html = (p.get_content() for p in parsed(msg).iter_parts())
     assert "<script>alert(1)</script>" in text
     assert "<script>" not in html and "&lt;script&gt;" in html
 
@@ -168,3 +169,21 @@ def test_file_backend_writes_once_per_message_id(tmp_path: Path) -> None:
     backend.send(message(1))
     backend.send(message(1))  # a retry of the same message
     assert len(list(tmp_path.glob("*.eml"))) == 1
+
+
+def test_non_ascii_names_and_subjects_survive(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWOFA_MAIL_FROM", "Wévion Sécurité <security@example.org>")
+    get_settings.cache_clear()
+    context = BASE | SAMPLE["policy_escalation"] | {"org_name": "Société Générale"}
+    msg = parsed(
+        build_message(template="policy_escalation", context=context, to="Zoë <zoe@example.com>", message_id="<x@y>")
+    )
+    assert str(msg["Subject"]) == "1 member of Société Générale still without two-factor authentication"
+    assert str(msg["From"]) == "Wévion Sécurité <security@example.org>"
+    assert (
+        msg.get_body(preferencelist=("plain",))
+        .get_content()
+        .startswith(  # type: ignore[union-attr]
+            "These members of Société Générale"
+        )
+    )

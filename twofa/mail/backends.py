@@ -10,7 +10,7 @@ import contextlib
 import smtplib
 import ssl
 import threading
-from email.message import EmailMessage
+from email.message import Message
 from pathlib import Path
 from typing import Protocol
 
@@ -30,7 +30,7 @@ class PermanentMailError(MailError):
 
 
 class MailBackend(Protocol):
-    def send(self, message: EmailMessage) -> None: ...
+    def send(self, message: Message) -> None: ...
 
     def close(self) -> None: ...
 
@@ -39,10 +39,10 @@ class MemoryBackend:
     """Keeps sent messages in a list."""
 
     def __init__(self) -> None:
-        self.sent: list[EmailMessage] = []
+        self.sent: list[Message] = []
         self._lock = threading.Lock()
 
-    def send(self, message: EmailMessage) -> None:
+    def send(self, message: Message) -> None:
         with self._lock:
             self.sent.append(message)
 
@@ -56,7 +56,7 @@ class FileBackend:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    def send(self, message: EmailMessage) -> None:
+    def send(self, message: Message) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         name = "".join(c for c in str(message["Message-ID"]) if c.isalnum() or c in "-_.@")
         path = self.directory / f"{name}.eml"
@@ -85,7 +85,7 @@ class SmtpBackend:
             conn.login(s.smtp_user, s.smtp_password.get_secret_value() if s.smtp_password else "")
         return conn
 
-    def send(self, message: EmailMessage) -> None:
+    def send(self, message: Message) -> None:
         with self._lock:
             try:
                 if self._conn is None:

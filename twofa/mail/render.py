@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from email.message import EmailMessage
-from email.utils import format_datetime
+from email.header import Header
+from email.message import Message
+from email.mime.application import MIMEApplication
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import format_datetime, formataddr, parseaddr
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -41,20 +45,35 @@ def build_message(
     message_id: str,
     attachments: list[tuple[str, str, bytes]] | None = None,
     clock: Clock = SYSTEM_CLOCK,
-) -> EmailMessage:
-    """A text + HTML message. ``message_id`` is stored with the outbox row, so a retry carries the same one."""
+) -> Message:
+    """A text + HTML message. ``message_id`` is stored with the outbox row, so a retry carries the same one.
+
+    Built with ``email.mime`` (the compat32 policy): the header registry of ``EmailMessage`` costs about 1.5 ms a
+    message, more than rendering, and bulk mail is sent by the thousand.
+    """
     settings = get_settings()
     # Every template may use these; the caller's context wins.
     subject, text, html = render(template, {"issuer": settings.issuer, "email": to} | context)
-    msg = EmailMessage()
-    msg["From"] = settings.mail_from
-    msg["To"] = to
-    msg["Subject"] = subject
+    body = MIMEMultipart("alternative")
+    body.attach(MIMEText(text, "plain", "utf-8"))
+    body.attach(MIMEText(html, "html", "utf-8"))
+    msg: Message = body
+    if attachments:
+        msg = MIMEMultipart("mixed")
+        msg.attach(body)
+        for filename, mimetype, data in attachments:
+            maintype, _, subtype = mimetype.partition("/")
+            part = MIMEText(data.decode(), subtype, "utf-8") if maintype == "text" else MIMEApplication(data, subtype)
+            part.add_header("Content-Disposition", "attachment", filename=filename)
+            msg.attach(part)
+    msg["From"] = _address(settings.mail_from)
+    msg["To"] = _address(to)
+    msg["Subject"] = subject if subject.isascii() else Header(subject, "utf-8", header_name="Subject").encode()
     msg["Message-ID"] = message_id
     msg["Date"] = format_datetime(clock.now())
-    msg.set_content(text)
-    msg.add_alternative(html, subtype="html")
-    for filename, mimetype, data in attachments or []:
-        maintype, _, subtype = mimetype.partition("/")
-        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
     return msg
+
+
+def _address(value: str) -> str:
+    name, address = parseaddr(value)
+    return formataddr((name, address), charset="utf-8") if name else address
