@@ -135,9 +135,11 @@ def lockouts(session: Session, org: Organization, week: IsoWeek) -> pd.DataFrame
     return _frame([tuple(r) for r in rows], ["user_id", "lockouts"]).astype({"user_id": "int64", "lockouts": "int64"})
 
 
-def trend_logins(session: Session, org: Organization, week: IsoWeek) -> pd.DataFrame:
-    """One row per week of the trend, oldest first. Columns: week, signed_in, verified. One SQL statement."""
-    weeks = [week.minus(n) for n in reversed(range(TREND_WEEKS))]
+def trend_logins(session: Session, org: Organization, week: IsoWeek, this_week: pd.DataFrame) -> pd.DataFrame:
+    """One row per week of the trend, oldest first. Columns: week, signed_in, verified. One SQL statement for the
+    earlier weeks; the report's own week comes from ``this_week`` (the ``logins`` frame), so its events, usually
+    the largest share, are read once."""
+    weeks = [week.minus(n) for n in reversed(range(1, TREND_WEEKS))]
     signed_in = LoginHistory.outcome.in_(SIGNED_IN)
     columns = []
     for w in weeks:
@@ -148,13 +150,13 @@ def trend_logins(session: Session, org: Organization, week: IsoWeek) -> pd.DataF
     row = session.execute(
         select(*columns)
         .join(Membership, and_(Membership.user_id == LoginHistory.user_id, Membership.org_id == org.id))
-        .where(LoginHistory.at >= weeks[0].start, LoginHistory.at < week.end)
+        .where(LoginHistory.at >= weeks[0].start, LoginHistory.at < week.start)
     ).one()
     return pd.DataFrame(
         {
-            "week": [str(w) for w in weeks],
-            "signed_in": [int(row[2 * i]) for i in range(len(weeks))],
-            "verified": [int(row[2 * i + 1]) for i in range(len(weeks))],
+            "week": [str(w) for w in weeks] + [str(week)],
+            "signed_in": [int(row[2 * i]) for i in range(len(weeks))] + [int(this_week["signed_in"].sum())],
+            "verified": [int(row[2 * i + 1]) for i in range(len(weeks))] + [int(this_week["verified"].sum())],
         }
     )
 
@@ -171,12 +173,13 @@ def toggles(session: Session, org: Organization, until: datetime) -> pd.DataFram
 
 
 def extract(session: Session, org: Organization, week: IsoWeek, now: datetime) -> ReportData:
+    week_logins = logins(session, org, week)
     return ReportData(
         org=org,
         week=week,
         members=members(session, org, min(now, week.end)),
-        logins=logins(session, org, week),
+        logins=week_logins,
         lockouts=lockouts(session, org, week),
-        trend_logins=trend_logins(session, org, week),
+        trend_logins=trend_logins(session, org, week, week_logins),
         toggles=toggles(session, org, week.end),
     )
