@@ -1,5 +1,5 @@
-"""Evaluating members against their organisations' policies, set-wise: one SQL statement for any number of
-members, whatever their organisations; the verdict arithmetic then runs over the rows in Python.
+"""Evaluating members against their organisations' policies, set-wise: two SQL statements (the members, and their
+organisations with their policies) for any number of members; the verdict arithmetic then runs in Python.
 
 A member is subject to a policy when the organisation does not sign in through SSO, its policy is on, and the
 member's role is one the policy names (an organisation with no policy row follows the default policy). The
@@ -54,19 +54,8 @@ def _statement(noncompliant_only: bool) -> Select[*tuple[Any, ...]]:
             Membership.role,
             Membership.created_at.label("joined_at"),
             Membership.role_changed_at,
-            Organization.slug,
-            Organization.name,
-            Organization.sso_idp,
-            Organization.created_at.label("org_created_at"),
             User.email,
             User.twofa_method,
-            OrgPolicy.org_id.label("policy_org_id"),
-            OrgPolicy.required,
-            OrgPolicy.grace_days,
-            OrgPolicy.disable_grace_days,
-            OrgPolicy.escalate,
-            OrgPolicy.reminder_days,
-            OrgPolicy.enabled_at,
             OrgPolicyRole.role.label("policy_role"),
             totp_only.label("totp_only"),
             PolicyDeadline.deadline.label("stored_deadline"),
@@ -87,18 +76,37 @@ def _statement(noncompliant_only: bool) -> Select[*tuple[Any, ...]]:
     return stmt
 
 
-def _verdict(row: Any, now: datetime) -> tuple[Verdict, datetime | None, datetime | None, bool]:
+@lru_cache(maxsize=1)
+def _org_statement() -> Select[*tuple[Any, ...]]:
+    """What is the same for every member of an organisation, read once per organisation, not once per member."""
+    return select(
+        Organization.id,
+        Organization.slug,
+        Organization.name,
+        Organization.sso_idp,
+        Organization.created_at.label("org_created_at"),
+        OrgPolicy.org_id.label("policy_org_id"),
+        OrgPolicy.required,
+        OrgPolicy.grace_days,
+        OrgPolicy.disable_grace_days,
+        OrgPolicy.escalate,
+        OrgPolicy.reminder_days,
+        OrgPolicy.enabled_at,
+    ).outerjoin(OrgPolicy, OrgPolicy.org_id == Organization.id)
+
+
+def _verdict(row: Any, org: Any, now: datetime) -> tuple[Verdict, datetime | None, datetime | None, bool]:
     """(verdict, subject_since, base deadline, whether the base deadline is the stored one)."""
-    if row.sso_idp is not None:
+    if org.sso_idp is not None:
         return Exempt("managed_by_sso"), None, None, False
-    if row.policy_org_id is None:
+    if org.policy_org_id is None:
         applies, grace, disable_grace = row.role in DEFAULT_ROLES, DEFAULT.grace_days, DEFAULT.disable_grace_days
-        enabled_at = row.org_created_at
+        enabled_at = org.org_created_at
     else:
-        if not row.required:
+        if not org.required:
             return Exempt("policy_off"), None, None, False
-        applies, grace, disable_grace = row.policy_role is not None, row.grace_days, row.disable_grace_days
-        enabled_at = row.enabled_at
+        applies, grace, disable_grace = row.policy_role is not None, org.grace_days, org.disable_grace_days
+        enabled_at = org.enabled_at
     if not applies:
         return Exempt("role_not_required"), None, None, False
     if row.twofa_method is not None and not (row.totp_only and row.twofa_method == "email"):
@@ -125,24 +133,31 @@ def evaluate(
     user_id: int | None = None,
     noncompliant_only: bool = False,
 ) -> Iterator[MemberVerdict]:
-    """A verdict per membership (of one organisation, one user, or all), in one SQL statement.
+    """A verdict per membership (of one organisation, one user, or all), in two SQL statements: the members, and
+    their organisations with their policies.
 
     With ``noncompliant_only`` the database filters out exempt and compliant members, so the rows fetched grow
     with the members who still need a reminder, not with the organisation.
     """
     stmt = _statement(noncompliant_only)
+    orgs_stmt = _org_statement()
     if org_id is not None:
         stmt = stmt.where(Membership.org_id == org_id)
+        orgs_stmt = orgs_stmt.where(Organization.id == org_id)
     if user_id is not None:
         stmt = stmt.where(Membership.user_id == user_id)
+        orgs_stmt = orgs_stmt.where(Organization.id.in_(select(Membership.org_id).where(Membership.user_id == user_id)))
     # Core rows (plain tuples), not ORM rows: at 100,000 members the ORM's per-row bookkeeping costs more than the SQL.
-    for row in session.connection().execute(stmt.order_by(Membership.org_id, Membership.id)):
-        verdict, since, base, stored = _verdict(row, now)
+    connection = session.connection()
+    orgs = {org.id: org for org in connection.execute(orgs_stmt)}
+    for row in connection.execute(stmt.order_by(Membership.org_id, Membership.id)):
+        org = orgs[row.org_id]
+        verdict, since, base, stored = _verdict(row, org, now)
         yield MemberVerdict(
             membership_id=row.membership_id,
             org_id=row.org_id,
-            org_slug=row.slug,
-            org_name=row.name,
+            org_slug=org.slug,
+            org_name=org.name,
             user_id=row.user_id,
             email=row.email,
             role=row.role,
@@ -150,7 +165,7 @@ def evaluate(
             subject_since=since,
             base_deadline=base,
             stored_deadline=stored,
-            escalate=True if row.policy_org_id is None else bool(row.escalate),
-            reminder_days=DEFAULT.reminder_days if row.policy_org_id is None else tuple(row.reminder_days),
+            escalate=True if org.policy_org_id is None else bool(org.escalate),
+            reminder_days=DEFAULT.reminder_days if org.policy_org_id is None else tuple(org.reminder_days),
             totp_only=bool(row.totp_only),
         )
