@@ -106,10 +106,20 @@ def dispose_engines() -> None:
         if pid == os.getpid():
             engine.dispose()
         del _engines[(pid, _url)]
+    _factories.clear()
+
+
+_factories: dict[tuple[int, str], sessionmaker[Session]] = {}
 
 
 def session_factory(url: str | None = None) -> sessionmaker[Session]:
-    return sessionmaker(bind=get_engine(url), expire_on_commit=False)
+    """This process's session factory for ``url`` (default: the configured database), made once."""
+    url = url or get_settings().database_url
+    key = (os.getpid(), url)
+    factory = _factories.get(key)
+    if factory is None:
+        factory = _factories[key] = sessionmaker(bind=get_engine(url), expire_on_commit=False)
+    return factory
 
 
 @contextmanager

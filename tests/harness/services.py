@@ -268,12 +268,15 @@ class Worker:
         self.proc.wait(10)
 
     def stop(self) -> None:
+        """A warm shutdown: SIGTERM to the main process only, which lets running tasks finish. (Signalling the
+        whole process group kills the pool children mid-task: a message accepted by SMTP but not yet marked sent
+        would go out again. Run workers under systemd with KillMode=mixed for the same reason.)"""
         if self.proc is None or self.proc.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            os.kill(self.proc.pid, signal.SIGTERM)
         try:
-            self.proc.wait(20)
+            self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.kill()
 
