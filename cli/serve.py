@@ -3,6 +3,17 @@
 from __future__ import annotations
 
 import typer
+from fastapi import FastAPI
+
+
+def make_app() -> FastAPI:
+    """The application as each server process builds it: the API, with emails handed to the Celery workers after
+    each commit. (The API package itself knows no queue; this edge connects the two.)"""
+    from api.app import create_app
+    from workers.dispatch import install
+
+    install()
+    return create_app()
 
 
 def serve(
@@ -13,7 +24,4 @@ def serve(
     """Run the HTTP API (uvicorn). Emails are handed to the Celery workers after each commit."""
     import uvicorn
 
-    from workers.dispatch import install
-
-    install()
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, proxy_headers=True)
+    uvicorn.run("cli.serve:make_app", factory=True, host=host, port=port, workers=workers, proxy_headers=True)

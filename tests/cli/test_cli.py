@@ -282,3 +282,17 @@ def test_seed_creates_sample_data_once(cli: CliRunner, factory: sessionmaker[Ses
         assert 0 < enabled < 10
     again = cli.invoke(app, ["seed", "--orgs", "2", "--members", "5"])
     assert "created 0 members" in again.output
+
+
+def test_served_app_hands_mail_to_celery() -> None:
+    from cli.serve import make_app
+    from twofa import outbox
+    from workers.dispatch import CeleryDispatcher
+
+    previous = outbox.install_dispatcher(None)
+    try:
+        app_ = make_app()
+        assert isinstance(outbox.install_dispatcher(previous), CeleryDispatcher)
+        assert "/api/v1/auth/login" in app_.openapi()["paths"]
+    finally:
+        outbox.install_dispatcher(previous)
