@@ -26,7 +26,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy twofa cli workers api policies reports
 
-bench: $(STAMP) services
+$(VENV)/.bench-installed: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]' --config-settings editable_mode=compat
+	touch $@
+
+bench: $(VENV)/.bench-installed services
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
