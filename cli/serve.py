@@ -10,8 +10,10 @@ def make_app() -> FastAPI:
     """The application as each server process builds it: the API, with emails handed to the Celery workers after
     each commit. (The API package itself knows no queue; this edge connects the two.)"""
     from api.app import create_app
+    from twofa.settings import require_secret_key
     from workers.dispatch import install
 
+    require_secret_key()
     install()
     return create_app()
 
@@ -24,4 +26,7 @@ def serve(
     """Run the HTTP API (uvicorn). Emails are handed to the Celery workers after each commit."""
     import uvicorn
 
+    from twofa.settings import require_secret_key
+
+    require_secret_key()  # fail here, with one line, rather than in every server process
     uvicorn.run("cli.serve:make_app", factory=True, host=host, port=port, workers=workers, proxy_headers=True)

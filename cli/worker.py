@@ -16,17 +16,21 @@ def worker(
     loglevel: str = typer.Option("INFO", help="Log level."),
 ) -> None:
     """Start a Celery worker (same as `celery -A workers.app worker`)."""
+    from twofa.settings import require_secret_key
     from workers.app import app
     from workers.dispatch import install
 
+    require_secret_key()
     install(app)
     app.worker_main(["worker", "--queues", queues, "--concurrency", str(concurrency), "--loglevel", loglevel])
 
 
 def beat(loglevel: str = typer.Option("INFO", help="Log level.")) -> None:
     """Start the beat scheduler (run exactly one; the jobs are safe to run twice anyway)."""
+    from twofa.settings import require_secret_key
     from workers.app import app
 
+    require_secret_key()
     app.start(["beat", "--loglevel", loglevel])
 
 

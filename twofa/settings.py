@@ -11,8 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-# A fixed development key so that `make demo` works with no configuration. `check_production_ready`
-# refuses it; never use it for real data.
+# A fixed development key so that `make demo` works with no configuration. `require_secret_key` (called by
+# `twofa serve`, `worker` and `beat`) refuses it; never use it for real data.
 DEV_SECRET_KEY = "dev-only-insecure-key-change-me-0123456789"  # noqa: S105
 
 
@@ -76,3 +76,13 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def require_secret_key(settings: Settings | None = None) -> None:
+    """Refuse to run a service with the development key (or none): it would encrypt real seeds with a key that is
+    in the source code."""
+    from twofa.errors import InvalidInput
+
+    keys = [k.strip() for k in (settings or get_settings()).secret_key.get_secret_value().split(",")]
+    if not keys or DEV_SECRET_KEY in keys or any(len(k) < 32 for k in keys):
+        raise InvalidInput("set TWOFA_SECRET_KEY to a random secret of at least 32 characters before serving")

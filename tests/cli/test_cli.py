@@ -296,3 +296,13 @@ def test_served_app_hands_mail_to_celery() -> None:
         assert "/api/v1/auth/login" in app_.openapi()["paths"]
     finally:
         outbox.install_dispatcher(previous)
+
+
+@pytest.mark.parametrize("key", ["dev-only-insecure-key-change-me-0123456789", "short", ""])
+def test_services_refuse_the_development_key(monkeypatch: pytest.MonkeyPatch, key: str) -> None:
+    monkeypatch.setenv("TWOFA_SECRET_KEY", key)
+    get_settings.cache_clear()
+    for command in (["serve"], ["worker"], ["beat"]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 2, (command, result.output)
+        assert result.stderr.startswith("error: set TWOFA_SECRET_KEY to a random secret")
