@@ -38,14 +38,15 @@ def issue(
     lock_user(session, user.id)
     now = clock.now()
     # A code whose email failed for good never reached the user: it holds them to no cooldown and no cap.
-    counted = (EmailOtp.user_id == user.id, EmailOtp.delivery_failed_at.is_(None))
-    last = session.execute(select(func.max(EmailOtp.created_at)).where(*counted)).scalar_one()
+    last, recent = session.execute(
+        select(
+            func.max(EmailOtp.created_at),
+            func.count(EmailOtp.id).filter(EmailOtp.created_at > now - timedelta(hours=1)),
+        ).where(EmailOtp.user_id == user.id, EmailOtp.delivery_failed_at.is_(None))
+    ).one()
     if last is not None and now - last < timedelta(seconds=s.email_otp_resend_cooldown):
         wait = math.ceil(s.email_otp_resend_cooldown - (now - last).total_seconds())
         raise ResendCooldown(f"a code was sent moments ago; ask again in {wait} seconds", retry_after=wait)
-    recent = session.execute(
-        select(func.count(EmailOtp.id)).where(*counted, EmailOtp.created_at > now - timedelta(hours=1))
-    ).scalar_one()
     if recent >= s.email_otp_hourly_cap:
         raise HourlyCapReached("too many codes requested this hour; try later", retry_after=3600)
 
