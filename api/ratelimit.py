@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 import redis
@@ -18,12 +19,13 @@ class Limiter(Protocol):
 
 
 class MemoryLimiter:
-    def __init__(self) -> None:
+    def __init__(self, now: Callable[[], float] = time.time) -> None:
         self._counts: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()
+        self._now = now
 
     def hit(self, key: str, limit: int, window: int) -> int | None:
-        now = time.time()
+        now = self._now()
         bucket = int(now // window)
         with self._lock:
             if len(self._counts) > 100_000:

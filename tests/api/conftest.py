@@ -38,7 +38,7 @@ def server(factory: sessionmaker[Session], clock: FrozenClock) -> Iterator[Serve
     smtp = SmtpServer()
     backend = SmtpBackend(Settings(smtp_host="127.0.0.1", smtp_port=smtp.port))
     previous = outbox.install_dispatcher(SynchronousDispatcher(factory, backend, clock))
-    limiter = MemoryLimiter()
+    limiter = MemoryLimiter(now=lambda: clock.now().timestamp())  # windows move with the test's clock
     app = create_app(factory=factory, clock=clock, limiter=limiter)
     port = free_port()
     uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
