@@ -24,10 +24,14 @@ def create_app(
         title="Wevion two-factor authentication",
         version="1",
         description="Sign-in with a second factor, 2FA set-up and management, API keys, and org 2FA policies.",
+        # Every error has the same body: {"error": {"code", "message"}}; the codes are listed in twofa/errors.py.
         responses={
-            401: {"model": errors.ErrorResponse},
-            422: {"model": errors.ErrorResponse},
-            429: {"model": errors.ErrorResponse},
+            401: {"model": errors.ErrorResponse, "description": "not signed in, or a wrong password or code"},
+            403: {"model": errors.ErrorResponse, "description": "not allowed (e.g. 2FA set-up required first)"},
+            404: {"model": errors.ErrorResponse, "description": "no such thing, or not yours"},
+            409: {"model": errors.ErrorResponse, "description": "the account's state forbids it"},
+            422: {"model": errors.ErrorResponse, "description": "malformed body or values"},
+            429: {"model": errors.ErrorResponse, "description": "rate limited or second factor locked"},
         },
     )
     app.state.factory = factory or session_factory()

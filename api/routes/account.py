@@ -83,12 +83,14 @@ def create_key(body: ApiKeyRequest, ctx: CtxDep) -> ApiKeyCreated:
 
 @router.get("/api-keys", response_model=list[ApiKeyInfo])
 def list_keys(ctx: CtxDep) -> list[ApiKeyInfo]:
+    """The caller's API keys (never the keys themselves: only their public prefix)."""
     with ctx.unit() as s:
         return [_key(r) for r in api_keys.list_keys(s, ctx.principal(s, api_key=True).user.id)]
 
 
 @router.delete("/api-keys/{key_id}", response_model=Done)
 def revoke_key(key_id: int, ctx: CtxDep) -> Done:
+    """Revoke one of the caller's API keys; it stops working at once."""
     with ctx.unit() as s:
         api_keys.revoke(s, ctx.principal(s, api_key=True).user.id, key_id, ctx.clock)
     return Done()

@@ -52,6 +52,7 @@ def _policy(p: Policy) -> PolicyResponse:
 
 @router.get("/orgs/{slug}/2fa-policy", response_model=PolicyResponse)
 def read_policy(slug: Slug, ctx: CtxDep) -> PolicyResponse:
+    """The organisation's 2FA policy (the default one until an owner or admin changes it)."""
     with ctx.unit() as s:
         return _policy(get_policy(s, _managed_org(s, ctx.principal(s, api_key=True), slug)))
 
