@@ -17,8 +17,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, insert, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from policies.evaluate import evaluate
@@ -26,6 +24,7 @@ from policies.models import PolicyDeadline
 from policies.verdicts import MemberVerdict, Overdue, Pending
 from twofa import outbox
 from twofa.clock import SYSTEM_CLOCK, Clock
+from twofa.db import conflict_insert
 from twofa.models import AuditEvent, Membership, OutboxMessage, Role, User
 
 REMINDER = "policy_reminder"
@@ -166,8 +165,7 @@ def _store_deadlines(session: Session, verdicts: Sequence[MemberVerdict]) -> int
     ]
     if not rows:
         return 0
-    dialect_insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = dialect_insert(PolicyDeadline)
+    stmt = conflict_insert(session, PolicyDeadline)
     stmt = stmt.on_conflict_do_update(
         index_elements=["membership_id"],
         set_={"subject_since": stmt.excluded.subject_since, "deadline": stmt.excluded.deadline},

@@ -6,8 +6,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from reports.extract import extract
@@ -16,6 +14,7 @@ from reports.render import Rendered, render
 from reports.week import IsoWeek
 from twofa import outbox
 from twofa.clock import SYSTEM_CLOCK, Clock
+from twofa.db import conflict_insert
 from twofa.models import Membership, Organization, Role, User
 from twofa.settings import get_settings
 
@@ -40,9 +39,8 @@ def write(rendered: Rendered, directory: Path) -> list[Path]:
 
 def claim(session: Session, org_id: int, week: IsoWeek, now: datetime) -> WeeklyReport | None:
     """Take the right to build this report; None when it is built, or being built by someone else."""
-    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     new_id = session.execute(
-        insert(WeeklyReport)
+        conflict_insert(session, WeeklyReport)
         .values(org_id=org_id, week=str(week), status="building", claimed_at=now, summary={}, recipients=0)
         .on_conflict_do_nothing(index_elements=["org_id", "week"])
         .returning(WeeklyReport.id)

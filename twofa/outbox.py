@@ -16,11 +16,10 @@ from email.utils import parseaddr
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from twofa.clock import SYSTEM_CLOCK, Clock
+from twofa.db import conflict_insert
 from twofa.models import OutboxMessage, OutboxStatus
 from twofa.settings import get_settings
 
@@ -113,9 +112,8 @@ def enqueue_unique(
         }
         for m in messages
     ]
-    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     stmt = (
-        insert(OutboxMessage)
+        conflict_insert(session, OutboxMessage)
         .on_conflict_do_nothing(index_elements=["dedupe_key"])
         .returning(OutboxMessage.id, OutboxMessage.queue, OutboxMessage.dedupe_key)
         .execution_options(insertmanyvalues_page_size=5000)  # 11 parameters a row: well under 65,535

@@ -10,8 +10,7 @@ from celery import Task
 from sqlalchemy.orm import Session
 
 from twofa.db import session_factory
-from twofa.mail.backends import PermanentMailError, TransientMailError
-from twofa.mail.delivery import deliver, record_failure
+from twofa.mail.delivery import attempt
 from workers.app import app, mail_backend
 
 BASE_BACKOFF = 1.0  # seconds
@@ -26,27 +25,16 @@ def backoff(retries: int, queue: str) -> float:
 
 
 def _deliver_one(session: Session, outbox_id: int, retries: int, queue: str) -> tuple[str, float | None]:
-    """Deliver one row in its own transaction on ``session``; returns its status and, after a transient failure,
-    the delay before the next try."""
-    try:
-        status = deliver(session, outbox_id, mail_backend()).value
-        session.commit()
-        return status, None
-    except TransientMailError as exc:
-        session.rollback()
-        delay = backoff(retries, queue)
-        permanent = retries >= MAX_RETRIES and queue != "otp"
-        again = record_failure(session, outbox_id, str(exc), permanent=permanent, retry_in=timedelta(seconds=delay))
-        session.commit()
-        return ("retry", delay) if again else ("failed", None)
-    except PermanentMailError as exc:
-        session.rollback()
-        record_failure(session, outbox_id, str(exc), permanent=True)
-        session.commit()
-        return "failed", None
-    except BaseException:
-        session.rollback()
-        raise
+    """One attempt; returns its outcome and, when the row is to be tried again, the delay."""
+    delay = backoff(retries, queue)
+    status, again = attempt(
+        session,
+        outbox_id,
+        mail_backend(),
+        retry_in=timedelta(seconds=delay),
+        give_up=retries >= MAX_RETRIES and queue != "otp",  # codes give up at their expiry instead
+    )
+    return status, delay if again else None
 
 
 @app.task(name="twofa.deliver_email_batch")

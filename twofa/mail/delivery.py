@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from twofa import audit, crypto
 from twofa.clock import SYSTEM_CLOCK, Clock
-from twofa.mail.backends import MailBackend, PermanentMailError
+from twofa.mail.backends import MailBackend, PermanentMailError, TransientMailError
 from twofa.mail.render import build_message
 from twofa.models import EmailOtp, OutboxMessage, OutboxStatus
 
@@ -151,3 +151,29 @@ def record_failure(
         return False
     row.next_attempt_at = next_at
     return True
+
+
+def attempt(
+    session: Session,
+    outbox_id: int,
+    backend: MailBackend,
+    *,
+    retry_in: timedelta,
+    give_up: bool = False,
+    clock: Clock = SYSTEM_CLOCK,
+) -> tuple[str, bool]:
+    """One delivery attempt, committed on ``session``; a mail error is recorded on the row, not raised.
+    Returns the outcome (a ``Delivery`` value, "retry" or "failed") and whether to try again after ``retry_in``."""
+    try:
+        status = deliver(session, outbox_id, backend, clock).value
+        session.commit()
+        return status, False
+    except (TransientMailError, PermanentMailError) as exc:
+        session.rollback()
+        permanent = give_up or isinstance(exc, PermanentMailError)
+        again = record_failure(session, outbox_id, str(exc), permanent=permanent, retry_in=retry_in, clock=clock)
+        session.commit()
+        return ("retry" if again else "failed"), again
+    except BaseException:
+        session.rollback()
+        raise

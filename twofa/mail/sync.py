@@ -9,9 +9,8 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from twofa.clock import SYSTEM_CLOCK, Clock
-from twofa.db import transaction
-from twofa.mail.backends import MailBackend, PermanentMailError, TransientMailError
-from twofa.mail.delivery import Delivery, deliver, record_failure
+from twofa.mail.backends import MailBackend
+from twofa.mail.delivery import Delivery, attempt
 from twofa.models import OutboxMessage, OutboxStatus
 from twofa.outbox import OutboxRef
 
@@ -21,21 +20,10 @@ RETRY_AFTER = timedelta(seconds=30)
 def deliver_now(
     factory: sessionmaker[Session], outbox_id: int, backend: MailBackend, clock: Clock = SYSTEM_CLOCK
 ) -> Delivery | None:
-    """Deliver one row in its own transaction; a failure is recorded on the row, not raised."""
-    try:
-        with transaction(factory) as session:
-            return deliver(session, outbox_id, backend, clock)
-    except (TransientMailError, PermanentMailError) as exc:
-        with transaction(factory) as session:
-            record_failure(
-                session,
-                outbox_id,
-                str(exc),
-                permanent=isinstance(exc, PermanentMailError),
-                retry_in=RETRY_AFTER,
-                clock=clock,
-            )
-        return None
+    """Deliver one row in its own transaction; a failure is recorded on the row (None), not raised."""
+    with factory() as session:
+        status, _ = attempt(session, outbox_id, backend, retry_in=RETRY_AFTER, clock=clock)
+    return None if status in ("retry", "failed") else Delivery(status)
 
 
 class SynchronousDispatcher:
