@@ -1005,6 +1005,8 @@ def part_c(args: argparse.Namespace, workdir: Path, password_hash: str, results:
 
 
 def goals(results: dict[str, Any], args: argparse.Namespace) -> dict[str, bool]:
+    if args.sending_only:
+        return {"reminders>=0.70": results["reminder_vs_smtplib"] >= GOAL_REMINDERS_VS_SMTPLIB}
     st = results["statements"]
     small, large = st[str(args.small)], st[str(args.members)]
     phases = ("evaluate", "reminders_first", "reminders_second")
@@ -1039,6 +1041,7 @@ def main() -> None:
         "--prototype", type=int, default=2_000, help="reminders per prototype variant (0: skip the prototype)"
     )
     parser.add_argument("--skip-sending", action="store_true", help="parts A and B only")
+    parser.add_argument("--sending-only", action="store_true", help="part C only (the goals of A and B unchecked)")
     parser.add_argument("--diagnose", action="store_true", help="measure where the sending time goes even if on goal")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _terminate)
@@ -1049,7 +1052,8 @@ def main() -> None:
     password_hash = hash_password("bench password")  # one hash shared by every user: nobody signs in here
     with tempfile.TemporaryDirectory(prefix="bench-policies-") as tmp:
         workdir = Path(tmp)
-        part_a_and_b(args, workdir, password_hash, results)
+        if not args.sending_only:
+            part_a_and_b(args, workdir, password_hash, results)
         if not args.skip_sending:
             part_c(args, workdir, password_hash, results)
     if args.skip_sending:

@@ -42,7 +42,7 @@ def expire(session: Session, clock: Clock = SYSTEM_CLOCK) -> Expired:
     purged = 0
     for stmt in (
         delete(OutboxMessage).where(
-            OutboxMessage.status != OutboxStatus.QUEUED,
+            OutboxMessage.status.not_in((OutboxStatus.QUEUED, OutboxStatus.SENDING)),
             OutboxMessage.created_at < now - OUTBOX_RETENTION,
             OutboxMessage.dedupe_key.is_(None),
         ),

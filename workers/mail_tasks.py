@@ -10,12 +10,15 @@ from celery import Task
 from sqlalchemy.orm import Session
 
 from twofa.db import session_factory
+from twofa.mail.batch import deliver_batch
 from twofa.mail.delivery import attempt
 from workers.app import app, mail_backend
 
 BASE_BACKOFF = 1.0  # seconds
 MAX_BACKOFF = {"otp": 5.0, "mail": 300.0}  # an email code has minutes to live: retry it often
 MAX_RETRIES = 10
+# Rows a batch claimed are its own until then: longer than the hard time limit that would end the batch.
+BATCH_LEASE = timedelta(seconds=(app.conf.task_time_limit or 90) + 60)
 
 
 def backoff(retries: int, queue: str) -> float:
@@ -39,16 +42,16 @@ def _deliver_one(session: Session, outbox_id: int, retries: int, queue: str) -> 
 
 @app.task(name="twofa.deliver_email_batch")
 def deliver_email_batch(outbox_ids: list[int]) -> dict[str, int]:
-    """Many rows over this process's one SMTP connection and one database session; each row is still claimed and
-    committed on its own, so a crash re-sends nothing that was marked sent."""
-    counts: dict[str, int] = {}
+    """Bulk rows over this process's one SMTP connection: claimed together, each marked sent as it is accepted
+    (``twofa.mail.batch``). A row that meets a 4xx goes on alone, as a ``deliver_email`` retry."""
+    delay = backoff(0, "mail")
     with session_factory()() as session:
-        for outbox_id in outbox_ids:
-            status, delay = _deliver_one(session, outbox_id, 0, "mail")
-            if delay is not None:
-                deliver_email.apply_async(args=(outbox_id,), countdown=delay, queue="mail")
-            counts[status] = counts.get(status, 0) + 1
-    return counts
+        outcome = deliver_batch(
+            session, outbox_ids, mail_backend(), retry_in=timedelta(seconds=delay), lease=BATCH_LEASE
+        )
+    for outbox_id in outcome.retry:
+        deliver_email.apply_async(args=(outbox_id,), countdown=delay, queue="mail")
+    return outcome.counts
 
 
 @app.task(bind=True, name="twofa.deliver_email", max_retries=None)

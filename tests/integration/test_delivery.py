@@ -145,7 +145,10 @@ def test_worker_killed_mid_delivery_then_restarted_delivers_once(
     assert smtp.handler.dropped.wait(10), "the SMTP server did not see the client go"
     assert smtp.to(user.email) == []
     worker.start()
-    # The killed worker's message is unacknowledged in Redis; the sweeper re-sends the still-queued row.
+    # The killed worker's message is unacknowledged in Redis; the sweeper re-sends the still-queued row once it is
+    # older than the sweeper's grace (1 s here).
+    created = rows(it_factory)[0].created_at
+    time.sleep(max(0.0, (created + timedelta(seconds=1.5) - datetime.now(UTC)).total_seconds()))
     client_app.send_task("twofa.sweep_outbox", queue="scheduled")
     arrivals(smtp, user.email, 1)
     time.sleep(2)
@@ -267,3 +270,40 @@ def test_smtp_down_for_30_seconds(it_factory: sessionmaker[Session], smtp: SmtpS
         with transaction(it_factory) as s:
             enrolment.confirm_email(s, user, code_in(smtp, user.email), CLOCK)
     assert outbox is not None
+
+
+def test_worker_killed_mid_batch_then_restarted_sends_every_reminder_once(
+    it_factory: sessionmaker[Session], smtp: SmtpServer, worker: Worker, client_app: Celery
+) -> None:
+    """Bulk mail travels in batches: the SMTP server accepts two messages and holds the third when the worker dies.
+    The two accepted were marked sent; the rest stay claimed until the batch's lease ends, then the sweeper queues
+    them again: each reminder arrives once."""
+    smtp.handler.script.extend(["250 OK", "250 OK", "hold"])
+    people = [f"batch{i}@example.com" for i in range(6)]
+    context = {"org_name": "Acme", "role": "admin", "deadline": "1 Dec", "days_left": 3, "email_allowed": True}
+    with transaction(it_factory) as s:
+        outbox.enqueue_unique(
+            s,
+            [{"template": "policy_reminder", "to": to, "dedupe_key": f"it:{to}", "context": context} for to in people],
+            clock=CLOCK,
+        )
+    assert smtp.handler.holding.wait(15), "the worker never reached the third DATA"
+    worker.kill()
+    assert smtp.handler.dropped.wait(10), "the SMTP server did not see the client go"
+    assert sorted(r.message["To"] for r in smtp.received) == people[:2]
+    assert [r.status for r in rows(it_factory)] == ["sent"] * 2 + ["sending"] * 4
+    worker.start()
+    client_app.send_task("twofa.sweep_outbox", queue="scheduled")  # the lease still runs: nothing moves
+    time.sleep(3)
+    assert len(smtp.received) == 2
+    with it_factory() as s:  # the lease ends (minutes in production; here we move it rather than wait)
+        for row in s.execute(select(OutboxMessage).where(OutboxMessage.status == "sending")).scalars():
+            row.lease_until = datetime.now(UTC) - timedelta(seconds=1)
+        s.commit()
+    client_app.send_task("twofa.sweep_outbox", queue="scheduled")
+    wait_for(lambda: len(smtp.received) >= 6, 20, what="the four unsent reminders")
+    time.sleep(2)
+    client_app.send_task("twofa.sweep_outbox", queue="scheduled")
+    time.sleep(2)
+    assert sorted(r.message["To"] for r in smtp.received) == people
+    assert [r.status for r in rows(it_factory)] == ["sent"] * 6

@@ -12,6 +12,8 @@ from __future__ import annotations
 import enum
 import secrets
 from datetime import timedelta
+from email.message import Message
+from typing import Any
 
 from jinja2 import TemplateError
 from sqlalchemy import select, text
@@ -66,10 +68,6 @@ def deliver(session: Session, outbox_id: int, backend: MailBackend, clock: Clock
         return Delivery.EXPIRED
 
     context = dict(row.context)
-    # Attachments travel in the row itself (text files such as CSV reports), so any worker host can send them.
-    attachments = [
-        (a["filename"], a["mimetype"], a["content"].encode()) for a in context.pop("attachments", None) or []
-    ]
     otp: EmailOtp | None = None
     if row.email_otp_id is not None:
         otp = session.execute(select(EmailOtp).where(EmailOtp.id == row.email_otp_id).with_for_update()).scalar_one()
@@ -86,17 +84,7 @@ def deliver(session: Session, outbox_id: int, backend: MailBackend, clock: Clock
         context["code"] = code
         context["expires_in_minutes"] = max(1, round((otp.expires_at - now).total_seconds() / 60))
 
-    try:
-        message = build_message(
-            template=row.template,
-            context=context,
-            to=row.to_address,
-            message_id=row.message_id,
-            attachments=attachments,
-            clock=clock,
-        )
-    except TemplateError as exc:  # a bug, not a transient fault: retrying would loop forever
-        raise PermanentMailError(f"cannot render {row.template!r}: {type(exc).__name__}: {exc}") from exc
+    message = compose(row.template, context, row.to_address, row.message_id, clock)
     row.attempts += 1
     backend.send(message)
     row.status = OutboxStatus.SENT
@@ -105,6 +93,26 @@ def deliver(session: Session, outbox_id: int, backend: MailBackend, clock: Clock
     if otp is not None:
         otp.delivered_at = now
     return Delivery.SENT
+
+
+def compose(template: str, context: dict[str, Any], to: str, message_id: str, clock: Clock) -> Message:
+    """The message of an outbox row. A template that fails to render is a ``PermanentMailError``."""
+    context = dict(context)
+    # Attachments travel in the row itself (text files such as CSV reports), so any worker host can send them.
+    attachments = [
+        (a["filename"], a["mimetype"], a["content"].encode()) for a in context.pop("attachments", None) or []
+    ]
+    try:
+        return build_message(
+            template=template,
+            context=context,
+            to=to,
+            message_id=message_id,
+            attachments=attachments,
+            clock=clock,
+        )
+    except TemplateError as exc:  # a bug, not a transient fault: retrying would loop forever
+        raise PermanentMailError(f"cannot render {template!r}: {type(exc).__name__}: {exc}") from exc
 
 
 def _finish(row: OutboxMessage, status: OutboxStatus, why: str) -> None:
@@ -126,9 +134,11 @@ def record_failure(
     A permanent failure, or a retry that would land past the row's validity, ends the row and is audited; an email
     code whose mail failed for good stops counting against the user's resend cooldown."""
     row = session.get(OutboxMessage, outbox_id, with_for_update=True, populate_existing=True)
-    if row is None or row.status != OutboxStatus.QUEUED:
+    if row is None or row.status not in (OutboxStatus.QUEUED, OutboxStatus.SENDING):
         return False
     now = clock.now()
+    row.status = OutboxStatus.QUEUED  # a batch's claim ends here
+    row.lease_until = None
     row.attempts += 1
     row.last_error = error[:2000]
     next_at = now + retry_in if retry_in is not None else None

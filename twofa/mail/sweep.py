@@ -23,10 +23,18 @@ MAX_ATTEMPTS = 12
 def stale(
     session: Session, clock: Clock = SYSTEM_CLOCK, grace: timedelta | None = None, limit: int = 1000
 ) -> list[OutboxRef]:
-    """Rows to dispatch again: queued and more than ``grace`` (default ``TWOFA_OUTBOX_SWEEP_GRACE``) past due.
-    Rows past their validity become ``expired`` and rows out of attempts ``failed``."""
+    """Rows to dispatch again: queued and more than ``grace`` (default ``TWOFA_OUTBOX_SWEEP_GRACE``) past due, or
+    left ``sending`` by a batch whose lease ended. Rows past their validity become ``expired`` and rows out of
+    attempts ``failed``."""
     now = clock.now()
     grace = grace if grace is not None else timedelta(seconds=get_settings().outbox_sweep_grace)
+    # A batch that claimed rows and died (twofa.mail.batch) leaves them ``sending``; its lease ends, they queue again.
+    session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.status == OutboxStatus.SENDING, OutboxMessage.lease_until <= now)
+        .values(status=OutboxStatus.QUEUED, lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
     session.execute(
         update(OutboxMessage)
         .where(OutboxMessage.status == OutboxStatus.QUEUED, OutboxMessage.not_after <= now)

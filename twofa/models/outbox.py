@@ -14,6 +14,7 @@ from twofa.db import Base, UTCDateTime
 
 class OutboxStatus(enum.StrEnum):
     QUEUED = "queued"
+    SENDING = "sending"  # claimed by a batch until lease_until; see twofa.mail.batch
     SENT = "sent"
     FAILED = "failed"  # permanently: a 5xx answer, or retries exhausted
     EXPIRED = "expired"  # its content (an email code) stopped being valid before it could leave
@@ -36,6 +37,8 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     not_after: Mapped[datetime | None] = mapped_column(UTCDateTime())  # never send after this
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # While ``sending``: when a batch that claimed the row is presumed dead and the sweeper may queue it again.
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
