@@ -15,14 +15,14 @@ B. Statement counts at 10,000 and 100,000 memberships (both over 1,000 organisat
    the statements the server executes (libpq's protocol trace: each Query or Execute message; psycopg 3 runs an
    ``executemany`` without RETURNING as one pipelined Execute per row).
 C. Sending 10,000 reminders: 10,000 members due for a reminder; ``reminders.run`` in a transaction with the
-   CeleryDispatcher installed; from just before the commit to the 10,000th SMTP acceptance. The baseline, in the
-   same run and to the same SMTP server: a plain smtplib loop over one reused connection (bench/policies_smtplib.py,
-   its own process, messages built beforehand). ``--rounds`` rounds of each, interleaved; the best of each counts.
-   CPU seconds of every party are metered (the host is shared: wall time alone can mislead). When the goal is
-   missed (or with ``--diagnose``), where the time goes: a bench-only worker task (bench/policies_tasks.py) that
-   delivers a batch in one transaction, with ``build_message`` and with an ``email.mime`` builder, on 2,000
-   reminders each; and, in this process, the cost per message of rendering, building, serialising, ``deliver()``
-   in its own transaction (with and without waiting for the WAL flush) and one transaction per batch.
+   CeleryDispatcher installed; from just before the commit to the 10,000th SMTP acceptance. The commit publishes the
+   outbox ids in batches to the worker's ``twofa.deliver_email_batch`` (twofa/mail/batch.py: one UPDATE claims a
+   batch, each message is marked sent by one autocommit UPDATE once accepted). The baseline, in the same run and to
+   the same SMTP server: a plain smtplib loop over one reused connection (bench/policies_smtplib.py, its own
+   process, messages built beforehand). ``--rounds`` rounds of each, interleaved; the best of each counts. CPU
+   seconds of every party are metered (bench/common.py; the host is shared: wall time alone can mislead): this
+   process with the SMTP server, the worker and its pool, this run's PostgreSQL backends, redis-server, and the
+   baseline's client; reported per message for the best round of each.
 
 The last line of stdout is one JSON object with every figure and the goals.
 
@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
-import gc
 import json
 import os
 import re
@@ -49,10 +47,9 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 from pathlib import Path
 from types import FrameType
-from typing import Any, cast
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests.harness
 # Like tests/conftest.py: cheap argon2, a fixed key; set before twofa reads its settings. service_env() hands the
@@ -70,19 +67,15 @@ from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
 import policies  # noqa: F401  (registers the policy tables and the login gate, as every edge does)
-from bench.policies_tasks import PROTOTYPE_TASK, build_row
+from bench.common import CpuMeter
 from policies import reminders
 from policies.evaluate import _statement
 from policies.rules import DEFAULT_ROLES
 from tests.harness.services import RedisServer, SmtpServer, Worker, pg_database, service_env, wait_for
 from twofa import outbox
 from twofa.db import get_engine, transaction
-from twofa.mail.backends import MemoryBackend
-from twofa.mail.delivery import deliver
-from twofa.mail.render import render
 from twofa.models import Membership, OutboxMessage, OutboxStatus
 from twofa.passwords import hash_password
-from twofa.settings import get_settings
 from workers.dispatch import BATCH_SIZE, CeleryDispatcher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +86,6 @@ REMINDERS = 10_000
 REPEATS = 7
 SEED = 20261130
 BASELINE_SCRIPT = ROOT / "bench" / "policies_smtplib.py"
-PROTOTYPE_MODULE = "bench.policies_tasks"
 
 GOAL_EVALUATE_VS_SQL = 3.0
 GOAL_REMINDERS_VS_SMTPLIB = 0.70
@@ -518,77 +510,6 @@ def statement_counts(factory: sessionmaker[Session], now: datetime, workdir: Pat
 
 # --- C. sending reminders -------------------------------------------------------------------------------------------
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def _proc_cpu(pid: int) -> tuple[str, float]:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return "", 0.0
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return raw[raw.index("(") + 1 : raw.rindex(")")], (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def _descendants(pid: int) -> list[int]:
-    found: list[int] = []
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            for child in (task / "children").read_text().split():
-                found += [int(child), *_descendants(int(child))]
-    except OSError:
-        pass
-    return found
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-@dataclass
-class CpuMeter:
-    """CPU seconds used during one measurement by this process (which runs the SMTP server), the worker (main
-    process and pool children), the PostgreSQL backends connected to this run's database (the server is shared
-    with other runs: their backends are not counted), redis-server, and a baseline process when given."""
-
-    worker: Worker | None
-    redis_pid: int
-    database: str
-    start: dict[str, dict[int, float]] = field(default_factory=dict)
-    used: dict[str, float] = field(default_factory=dict)
-
-    def _sample(self) -> dict[str, dict[int, float]]:
-        me = os.getpid()
-        groups: dict[str, dict[int, float]] = {"bench+smtp": {me: _proc_cpu(me)[1]}, "worker": {}, "postgres": {}}
-        groups["redis"] = {self.redis_pid: _proc_cpu(self.redis_pid)[1]}
-        if self.worker is not None and self.worker.proc is not None:
-            for pid in [self.worker.proc.pid, *_descendants(self.worker.proc.pid)]:
-                groups["worker"][pid] = _proc_cpu(pid)[1]
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                name, cpu = _proc_cpu(int(entry.name))
-                if name == "postgres" and f" {self.database} " in _cmdline(int(entry.name)):
-                    groups["postgres"][int(entry.name)] = cpu
-        return groups
-
-    def __enter__(self) -> CpuMeter:
-        self.start = self._sample()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        end = self._sample()
-        self.used = {
-            g: round(sum(cpu - self.start[g].get(pid, 0.0) for pid, cpu in pids.items()), 2) for g, pids in end.items()
-        }
-
-    def line(self, seconds: float, extra: dict[str, float] | None = None) -> str:
-        used = {**self.used, **(extra or {})}
-        parts = ", ".join(f"{k} {v:.2f}" for k, v in used.items())
-        return f"    CPU seconds over {seconds:.2f} s of wall time (2 cores = {2 * seconds:.2f}): {parts}"
-
 
 def clear(smtp: SmtpServer) -> None:
     with smtp.handler.lock:
@@ -622,7 +543,7 @@ REMINDER_CONTEXT = {
 
 
 def outbox_message(to: str) -> dict[str, Any]:
-    """An outbox row like a reminder, for warming up and for the in-process breakdown."""
+    """An outbox row like a reminder, for warming up the worker."""
     return {
         "template": reminders.REMINDER,
         "to": f"{to}@bench.example",
@@ -642,7 +563,7 @@ class Sender:
     env: dict[str, str]
 
     def meter(self) -> CpuMeter:
-        return CpuMeter(self.worker, self.redis.proc.pid, self.url.rsplit("/", 1)[1])
+        return CpuMeter([self.worker], self.redis.proc.pid, self.url.rsplit("/", 1)[1], me="bench+smtp")
 
     def warm_up(self, count: int = 40) -> None:
         """Both pool children connected to PostgreSQL and SMTP, their templates compiled, before anything is timed:
@@ -737,132 +658,6 @@ class Sender:
         say(meter.line(seconds, {"client": out["client_cpu_s"]}) + " (all but the client: over the render too)")
         return out
 
-    def prototype(self, count: int, builder: str) -> dict[str, Any]:
-        """``count`` committed reminder rows delivered by the bench-only one-transaction-per-batch task (see
-        bench/policies_tasks.py), published in batches of ``BATCH_SIZE``; from the first publish to the last
-        acceptance."""
-        held: list[outbox.OutboxRef] = []
-        self.reset()
-        previous = outbox.install_dispatcher(held.extend)
-        try:
-            with transaction(self.factory) as s:
-                reminders.run(s)
-        finally:
-            outbox.install_dispatcher(previous)
-        ids = sorted(ref.id for ref in held)[:count]
-        clear(self.smtp)
-        with self.meter() as meter:
-            started = time.monotonic()
-            for i in range(0, len(ids), BATCH_SIZE):
-                self.client.send_task(PROTOTYPE_TASK, args=[ids[i : i + BATCH_SIZE], builder], queue="mail")
-            wait_received(self.smtp, len(ids), 60 + count / 20)
-        _first, last = check_arrivals(self.smtp, len(ids))
-        seconds = last - started
-        out: dict[str, Any] = {
-            "tps": round(len(ids) / seconds, 1),
-            "seconds": round(seconds, 3),
-            "messages": len(ids),
-            "cpu": meter.used,
-        }
-        say(
-            f"  prototype, one transaction per batch, builder {builder}: {len(ids)} reminders in {seconds:.2f} s = "
-            f"{out['tps']:.0f}/s"
-        )
-        say(meter.line(seconds))
-        return out
-
-
-def breakdown(factory: sessionmaker[Session], n: int = 200) -> dict[str, float]:
-    """Per message, in this process (one core, no SMTP), on ``n`` fresh reminder rows: Jinja rendering alone;
-    ``build_message`` (rendering + ``EmailMessage``); the same message built with ``email.mime`` (compat32);
-    serialising each (what ``send_message`` does); ``deliver()`` in its own transaction as the batch task does
-    (claim, build, hand to a memory backend, mark sent, commit), the same with ``synchronous_commit`` off (how much
-    of it is waiting for the WAL flush of each commit); and one transaction for the whole batch."""
-    previous = outbox.install_dispatcher(None)
-    try:
-        ids: dict[str, list[int]] = {}
-        for part in ("per_row", "per_row_async", "batched"):
-            with transaction(factory) as s:
-                refs = outbox.enqueue_unique(s, [outbox_message(f"diag-{part}-{i}") for i in range(n)])
-            ids[part] = sorted(ref.id for ref in refs.values())
-    finally:
-        outbox.install_dispatcher(previous)
-    backend = MemoryBackend()
-    with factory() as s:
-        rows = s.execute(select(OutboxMessage).where(OutboxMessage.id.in_(ids["per_row"]))).scalars().all()
-    settings = get_settings()
-
-    def jinja() -> None:
-        for r in rows:
-            render(r.template, {"issuer": settings.issuer, "email": r.to_address} | r.context)
-
-    def build(builder: str, serialise: bool) -> None:
-        for r in rows:
-            message = build_row(r, builder)
-            if serialise:
-                message.as_bytes()
-
-    gc.collect()
-    timings: dict[str, list[float]] = {}
-    for _ in range(3):  # interleaved; the best of 3 counts
-        timings.setdefault("jinja", []).append(_time(jinja)[0])
-        for builder in ("build_message", "mime"):
-            for serialise in (False, True):
-                took = _time(functools.partial(build, builder, serialise))[0]
-                timings.setdefault(f"{builder}:{serialise}", []).append(took)
-    jinja_s, build_s, mime_s = min(timings["jinja"]), min(timings["build_message:False"]), min(timings["mime:False"])
-    as_bytes_s = min(timings["build_message:True"]) - build_s
-    mime_bytes_s = min(timings["mime:True"]) - mime_s
-
-    def per_row() -> None:
-        for outbox_id in ids["per_row"]:
-            with transaction(factory) as s:
-                deliver(s, outbox_id, backend)
-
-    def per_row_async() -> None:  # the same, without waiting for the WAL flush at each commit
-        for outbox_id in ids["per_row_async"]:
-            with transaction(factory) as s:
-                s.execute(text("SET LOCAL synchronous_commit TO off"))
-                deliver(s, outbox_id, backend)
-
-    def batched() -> None:
-        now = datetime.now(UTC)
-        with transaction(factory) as s:
-            claimed = s.execute(
-                select(OutboxMessage)
-                .where(OutboxMessage.id.in_(ids["batched"]), OutboxMessage.status == OutboxStatus.QUEUED)
-                .order_by(OutboxMessage.id)
-                .with_for_update(skip_locked=True)
-            ).scalars()
-            for row in claimed:
-                backend.send(cast(EmailMessage, build_row(row, "build_message")))
-                row.attempts += 1
-                row.status = OutboxStatus.SENT
-                row.sent_at = now
-
-    per_row_s = _time(per_row)[0]
-    per_row_async_s = _time(per_row_async)[0]
-    batched_s = _time(batched)[0]
-    if len(backend.sent) != 3 * n:
-        raise RuntimeError(f"breakdown: {len(backend.sent)} messages delivered, expected {3 * n}")
-
-    def ms(seconds: float) -> float:
-        return round(seconds / n * 1000, 3)
-
-    return {
-        "jinja_ms": ms(jinja_s),
-        "build_message_ms": ms(build_s),
-        "build_mime_ms": ms(mime_s),
-        "serialise_ms": ms(as_bytes_s),
-        "serialise_mime_ms": ms(mime_bytes_s),
-        "deliver_per_row_ms": ms(per_row_s),
-        "db_per_row_ms": ms(per_row_s - build_s),
-        "deliver_per_row_async_commit_ms": ms(per_row_async_s),
-        "db_per_row_async_commit_ms": ms(per_row_async_s - build_s),
-        "deliver_batched_ms": ms(batched_s),
-        "db_batched_ms": ms(batched_s - build_s),
-    }
-
 
 # --- the run --------------------------------------------------------------------------------------------------------
 
@@ -914,7 +709,6 @@ def part_c(args: argparse.Namespace, workdir: Path, password_hash: str, results:
     count = args.reminders
     say(f"C. sending {count} reminders: the worker (queue mail, concurrency 2, prefork) vs a plain smtplib loop")
     rounds: dict[str, list[dict[str, Any]]] = {"ours": [], "baseline": []}
-    prototypes: dict[str, Any] = {}
     with pg_database("twofa_bench_pol") as url, contextlib.ExitStack() as stack:  # services stop before the drop
         load(url, due_population(count, datetime.now(UTC), password_hash))
         factory = sessionmaker(bind=get_engine(url), expire_on_commit=False)
@@ -923,13 +717,7 @@ def part_c(args: argparse.Namespace, workdir: Path, password_hash: str, results:
         smtp = SmtpServer()
         stack.callback(smtp.stop)
         env = service_env(url, redis_server.url, smtp.port)
-        worker = Worker(
-            env=env,
-            log_path=workdir / "worker.log",
-            queues="mail",
-            concurrency=2,
-            extra_args=["--include", PROTOTYPE_MODULE],
-        )
+        worker = Worker(env=env, log_path=workdir / "worker.log", queues="mail", concurrency=2)
         stack.callback(worker.stop)
         worker.start()
         client = Celery("twofa-bench-client")
@@ -945,39 +733,14 @@ def part_c(args: argparse.Namespace, workdir: Path, password_hash: str, results:
             if i:
                 sender.reset()
             rounds["ours"].append(sender.ours(count))
-        ours = max(r["tps"] for r in rounds["ours"])
-        base = max(r["tps"] for r in rounds["baseline"])
-        ratio = ours / base
-        missed = ratio < GOAL_REMINDERS_VS_SMTPLIB
-        say(
-            f"  best of {args.rounds}: reminders {ours:.0f}/s, smtplib loop {base:.0f}/s: ratio {ratio:.2f} "
-            f"(goal >= {GOAL_REMINDERS_VS_SMTPLIB:.2f})"
-        )
-        diag: dict[str, float] = {}
-        if missed or args.diagnose:  # where the time goes
-            say("  the goal is missed: where the time goes" if missed else "  where the time goes (--diagnose)")
-            if args.prototype:
-                for builder in ("build_message", "mime"):
-                    prototypes[builder] = sender.prototype(args.prototype, builder)
-            outbox.install_dispatcher(None)
-            diag = breakdown(factory)
-    for builder, proto in prototypes.items():
-        proto["vs_smtplib"] = round(proto["tps"] / base, 3)
-        say(
-            f"  prototype (one transaction per batch, builder {builder}) vs the smtplib loop: {proto['vs_smtplib']:.2f}"
-        )
-    if diag:
-        say(
-            f"  per message, in this process: Jinja {diag['jinja_ms']:.2f} ms; build_message (Jinja + EmailMessage) "
-            f"{diag['build_message_ms']:.2f} ms, with email.mime {diag['build_mime_ms']:.2f} ms; serialising "
-            f"{diag['serialise_ms']:.2f} ms (email.mime {diag['serialise_mime_ms']:.2f}); deliver() in its own "
-            f"transaction {diag['deliver_per_row_ms']:.2f} ms, of which database {diag['db_per_row_ms']:.2f} ms "
-            f"(without waiting for each commit's WAL flush: {diag['db_per_row_async_commit_ms']:.2f} ms); one "
-            f"transaction per batch {diag['deliver_batched_ms']:.2f} ms, database {diag['db_batched_ms']:.2f} ms; the "
-            f"smtplib loop's whole time per message {1000 / base:.2f} ms"
-        )
     best_ours = max(rounds["ours"], key=lambda r: r["tps"])
     best_base = max(rounds["baseline"], key=lambda r: r["tps"])
+    ours, base = best_ours["tps"], best_base["tps"]
+    ratio = ours / base
+    say(
+        f"  best of {args.rounds}: reminders {ours:.0f}/s, smtplib loop {base:.0f}/s: ratio {ratio:.2f} "
+        f"(goal >= {GOAL_REMINDERS_VS_SMTPLIB:.2f})"
+    )
     cpu = {
         "ours": {k: round(v / count * 1000, 2) for k, v in best_ours["cpu"].items()},
         "baseline": {k: round(v / count * 1000, 2) for k, v in best_base["cpu"].items()},
@@ -997,8 +760,7 @@ def part_c(args: argparse.Namespace, workdir: Path, password_hash: str, results:
         sending_detail={
             "ours": rounds["ours"],
             "baseline": rounds["baseline"],
-            "prototype": prototypes,
-            "per_message": {**diag, "smtplib_ms": round(1000 / base, 3)},
+            "smtplib_ms": round(1000 / base, 3),
             "cpu_ms_per_message": cpu,
         },
     )
@@ -1020,7 +782,11 @@ def goals(results: dict[str, Any], args: argparse.Namespace) -> dict[str, bool]:
         "evaluate<=3x": worst <= GOAL_EVALUATE_VS_SQL,
         # Strict: constant at every level, down to the statements the server executes.
         "statements_constant": session_level and dbapi_level and server_level,
-        "reminders>=0.70": results["reminder_vs_smtplib"] >= GOAL_REMINDERS_VS_SMTPLIB,
+        **(
+            {}
+            if args.skip_sending
+            else {"reminders>=0.70": results["reminder_vs_smtplib"] >= GOAL_REMINDERS_VS_SMTPLIB}
+        ),
         # For the reader: constant in the Session.execute calls our code makes.
         "statements_constant_session_execute": session_level,
     }
@@ -1037,12 +803,8 @@ def main() -> None:
     parser.add_argument("--reminders", type=int, default=REMINDERS)
     parser.add_argument("--rounds", type=int, default=1, help="rounds of sending (each: baseline, then ours)")
     parser.add_argument("--distinct", type=int, default=1_000, help="messages the baseline builds (sent in turn)")
-    parser.add_argument(
-        "--prototype", type=int, default=2_000, help="reminders per prototype variant (0: skip the prototype)"
-    )
     parser.add_argument("--skip-sending", action="store_true", help="parts A and B only")
     parser.add_argument("--sending-only", action="store_true", help="part C only (the goals of A and B unchecked)")
-    parser.add_argument("--diagnose", action="store_true", help="measure where the sending time goes even if on goal")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _terminate)
 
