@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Select, and_, false, func, or_, select, true
 from sqlalchemy.orm import Session
@@ -95,31 +95,66 @@ def _org_statement() -> Select[*tuple[Any, ...]]:
     ).outerjoin(OrgPolicy, OrgPolicy.org_id == Organization.id)
 
 
-def _verdict(row: Any, org: Any, now: datetime) -> tuple[Verdict, datetime | None, datetime | None, bool]:
+class _OrgRules(NamedTuple):
+    """What every member of one organisation shares, worked out once per organisation."""
+
+    slug: str
+    name: str
+    exempt: str | None  # "managed_by_sso" or "policy_off": every member is exempt for this reason
+    default_roles: bool  # the default policy: the role decides; otherwise the policy's role row does
+    grace: timedelta
+    disable_grace: timedelta
+    enabled_at: datetime
+    escalate: bool
+    reminder_days: tuple[int, ...]
+
+
+def _org_rules(org: Any) -> _OrgRules:
+    default = org.policy_org_id is None
+    exempt = "managed_by_sso" if org.sso_idp is not None else None
+    if exempt is None and not default and not org.required:
+        exempt = "policy_off"
+    return _OrgRules(
+        slug=org.slug,
+        name=org.name,
+        exempt=exempt,
+        default_roles=default,
+        grace=timedelta(days=DEFAULT.grace_days if default else org.grace_days),
+        disable_grace=timedelta(days=DEFAULT.disable_grace_days if default else org.disable_grace_days),
+        enabled_at=org.org_created_at if default else org.enabled_at,
+        escalate=True if default else bool(org.escalate),
+        reminder_days=DEFAULT.reminder_days if default else tuple(org.reminder_days),
+    )
+
+
+def _verdict(
+    org: _OrgRules,
+    now: datetime,
+    role: str,
+    twofa_method: str | None,
+    policy_role: str | None,
+    totp_only: bool,
+    joined_at: datetime,
+    role_changed_at: datetime | None,
+    stored_deadline: datetime | None,
+    stored_since: datetime | None,
+    disabled_at: datetime | None,
+) -> tuple[Verdict, datetime | None, datetime | None, bool]:
     """(verdict, subject_since, base deadline, whether the base deadline is the stored one)."""
-    if org.sso_idp is not None:
-        return Exempt("managed_by_sso"), None, None, False
-    if org.policy_org_id is None:
-        applies, grace, disable_grace = row.role in DEFAULT_ROLES, DEFAULT.grace_days, DEFAULT.disable_grace_days
-        enabled_at = org.org_created_at
-    else:
-        if not org.required:
-            return Exempt("policy_off"), None, None, False
-        applies, grace, disable_grace = row.policy_role is not None, org.grace_days, org.disable_grace_days
-        enabled_at = org.enabled_at
-    if not applies:
+    if org.exempt is not None:
+        return Exempt(org.exempt), None, None, False
+    if not (role in DEFAULT_ROLES if org.default_roles else policy_role is not None):
         return Exempt("role_not_required"), None, None, False
-    if row.twofa_method is not None and not (row.totp_only and row.twofa_method == "email"):
-        return Compliant(row.twofa_method), None, None, False
-    since = max(row.joined_at, row.role_changed_at or row.joined_at, enabled_at)
-    stored = row.stored_deadline is not None and row.stored_since == since
-    base: datetime = row.stored_deadline if stored else since + timedelta(days=grace)
+    if twofa_method is not None and not (totp_only and twofa_method == "email"):
+        return Compliant(twofa_method), None, None, False
+    since = max(joined_at, role_changed_at or joined_at, org.enabled_at)
+    stored = stored_deadline is not None and stored_since == since
+    base: datetime = stored_deadline if stored and stored_deadline is not None else since + org.grace
     deadline = base
-    disabled_at = row.disabled_at
     if disabled_at is not None and disabled_at > since:
-        short = disabled_at + timedelta(days=disable_grace)
+        short = disabled_at + org.disable_grace
         deadline = short if deadline <= disabled_at else min(deadline, short)
-    reason = "totp_required" if row.twofa_method == "email" else "not_enrolled"
+    reason = "totp_required" if twofa_method == "email" else "not_enrolled"
     if now < deadline:
         return Pending(deadline, math.ceil((deadline - now) / DAY), reason), since, base, stored
     return Overdue(deadline, max(1, math.ceil((now - deadline) / DAY)), reason), since, base, stored
@@ -147,25 +182,53 @@ def evaluate(
     if user_id is not None:
         stmt = stmt.where(Membership.user_id == user_id)
         orgs_stmt = orgs_stmt.where(Organization.id.in_(select(Membership.org_id).where(Membership.user_id == user_id)))
-    # Core rows (plain tuples), not ORM rows: at 100,000 members the ORM's per-row bookkeeping costs more than the SQL.
+    # Core rows unpacked into locals, not ORM rows (nor attribute access on rows): at 100,000 members the per-row
+    # bookkeeping costs more than the SQL.
     connection = session.connection()
-    orgs = {org.id: org for org in connection.execute(orgs_stmt)}
-    for row in connection.execute(stmt.order_by(Membership.org_id, Membership.id)):
-        org = orgs[row.org_id]
-        verdict, since, base, stored = _verdict(row, org, now)
+    orgs = {org.id: _org_rules(org) for org in connection.execute(orgs_stmt)}
+    for (
+        membership_id,
+        member_org_id,
+        member_user_id,
+        role,
+        joined_at,
+        role_changed_at,
+        email,
+        twofa_method,
+        policy_role,
+        totp_only,
+        stored_deadline,
+        stored_since,
+        disabled_at,
+    ) in connection.execute(stmt.order_by(Membership.org_id, Membership.id)):
+        org = orgs[member_org_id]
+        totp_only = bool(totp_only)
+        verdict, since, base, stored = _verdict(
+            org,
+            now,
+            role,
+            twofa_method,
+            policy_role,
+            totp_only,
+            joined_at,
+            role_changed_at,
+            stored_deadline,
+            stored_since,
+            disabled_at,
+        )
         yield MemberVerdict(
-            membership_id=row.membership_id,
-            org_id=row.org_id,
+            membership_id=membership_id,
+            org_id=member_org_id,
             org_slug=org.slug,
             org_name=org.name,
-            user_id=row.user_id,
-            email=row.email,
-            role=row.role,
+            user_id=member_user_id,
+            email=email,
+            role=role,
             verdict=verdict,
             subject_since=since,
             base_deadline=base,
             stored_deadline=stored,
-            escalate=True if org.policy_org_id is None else bool(org.escalate),
-            reminder_days=DEFAULT.reminder_days if org.policy_org_id is None else tuple(org.reminder_days),
-            totp_only=bool(row.totp_only),
+            escalate=org.escalate,
+            reminder_days=org.reminder_days,
+            totp_only=totp_only,
         )
