@@ -540,10 +540,9 @@ def run(b: Run) -> None:
 
     # 6. The same while a long report task runs on this host (its own worker, queue "reports").
     reports = b.worker("reports", queues="reports", concurrency=1)
-    if a.report_nice:
-        assert reports.proc is not None
-        for pid in [reports.proc.pid, *_children(reports.proc.pid)]:
-            os.setpriority(os.PRIO_PROCESS, pid, a.report_nice)
+    # As deployed: a worker serving only the reports queue lowers its pool's priority (TWOFA_REPORTS_NICE).
+    assert reports.proc is not None
+    report_nice = sorted({os.getpriority(os.PRIO_PROCESS, pid) for pid in _children(reports.proc.pid)})
     flag = f"bench:report:{secrets.token_hex(4)}"
     b.client.send_task("bench.report", args=[flag], queue="reports")
     wait_for(lambda: bool(r.exists(f"{flag}:started")), 60, what="the report task to start")
@@ -558,7 +557,7 @@ def run(b: Run) -> None:
     overlap = (min(report_done, lat_r.last_arrival) - max(report_started, lat_r.first_start)) / (
         lat_r.last_arrival - lat_r.first_start
     )
-    nice = f", report worker at nice {a.report_nice}" if a.report_nice else ""
+    nice = f", report worker pool at nice {'/'.join(map(str, report_nice))}"
     say(
         f"latency at half load with a report running ({report_done - report_started:.1f} s of pandas group-bys, "
         f"{int(r.get(f'{flag}:rounds') or 0)} rounds{nice}; it covered {overlap:.0%} of the window): {lat_r.describe()}"
@@ -573,7 +572,7 @@ def run(b: Run) -> None:
         p99_ms_with_report=round(lat_r.p(99), 2),
         max_ms_with_report=round(max(lat_r.latencies_ms), 2),
         report_overlap=round(overlap, 3),
-        report_nice=a.report_nice,
+        report_nice=report_nice,
         with_report_cpu_s=meter.used,
     )
     b.stop(main)
@@ -666,9 +665,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=12, help="length of each latency window (default 12)")
     p.add_argument("--reuse-users", type=int, default=500, help="codes per SMTP reuse measurement (default 500)")
     p.add_argument("--producers", type=int, default=4, help="API threads at saturation (default 4)")
-    p.add_argument(
-        "--report-nice", type=int, default=0, help="renice the report worker by this much (default 0: as deployed)"
-    )
     p.add_argument(
         "--quiet-wait",
         type=float,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Collection
 from typing import Any
 
 from celery import Celery
@@ -9,6 +11,7 @@ from celery.signals import worker_process_init, worker_process_shutdown
 
 from twofa.db import dispose_engines
 from twofa.mail.backends import MailBackend, backend_from_settings
+from twofa.settings import get_settings
 
 app = Celery(
     "twofa", include=["workers.mail_tasks", "workers.scheduled_tasks", "workers.policy_tasks", "workers.report_tasks"]
@@ -26,12 +29,24 @@ def mail_backend() -> MailBackend:
     return _backend
 
 
+def lower_priority_for_reports(queues: Collection[str], nice: int) -> bool:
+    """Lower this process's CPU priority to ``nice`` when it serves the ``reports`` queue and not ``otp``: a report
+    on the same host then takes only the CPU that email codes leave. Only ever lowers the priority."""
+    if "reports" not in queues or "otp" in queues or nice <= 0:
+        return False
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if current < nice:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    return True
+
+
 @worker_process_init.connect
 def _after_fork(**_: Any) -> None:
     # A forked child must not reuse the parent's database connections or SMTP socket.
     global _backend
     _backend = None
     dispose_engines()
+    lower_priority_for_reports(set(app.amqp.queues.consume_from or ()), get_settings().reports_nice)
 
 
 @worker_process_shutdown.connect
