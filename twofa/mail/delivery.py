@@ -13,14 +13,15 @@ import enum
 import secrets
 from datetime import timedelta
 from email.message import Message
-from typing import Any
+from typing import Any, cast
 
 from jinja2 import TemplateError
-from sqlalchemy import select, text
+from sqlalchemy import Connection, LargeBinary, String, Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from twofa import audit, crypto
 from twofa.clock import SYSTEM_CLOCK, Clock
+from twofa.db import UTCDateTime
 from twofa.mail.backends import MailBackend, PermanentMailError, TransientMailError
 from twofa.mail.render import build_message
 from twofa.models import EmailOtp, OutboxMessage, OutboxStatus
@@ -41,58 +42,92 @@ def new_email_code() -> str:
     return f"{secrets.randbelow(1_000_000):06d}"
 
 
-def _claim(session: Session, outbox_id: int) -> OutboxMessage | None:
-    stmt = (
-        select(OutboxMessage)
-        .where(OutboxMessage.id == outbox_id, OutboxMessage.status == OutboxStatus.QUEUED)
-        .with_for_update(skip_locked=True)
-        .execution_options(populate_existing=True)
+_outbox = cast(Table, OutboxMessage.__table__)
+_o = _outbox.c
+_otps = cast(Table, EmailOtp.__table__)
+_e = _otps.c
+
+# Prebuilt statements: an email code is on the clock, and this path runs for every one of them. The claim reads the
+# row and its email code (if any) in one statement and locks the outbox row only.
+_CLAIM = (
+    select(
+        _o.id,
+        _o.template,
+        _o.to_address,
+        _o.context,
+        _o.message_id,
+        _o.not_after,
+        _o.email_otp_id,
+        _e.expires_at.label("code_expires_at"),
+        _e.used_at.label("code_used_at"),
+        _e.invalidated_at.label("code_invalidated_at"),
     )
-    return session.execute(stmt).scalar_one_or_none()
+    .select_from(_outbox.outerjoin(_otps, _e.id == _o.email_otp_id))
+    .where(_o.id == bindparam("oid"), _o.status == OutboxStatus.QUEUED)
+    .with_for_update(of=_outbox, skip_locked=True)
+)
+_MARK_SENT = (
+    update(_outbox)
+    .where(_o.id == bindparam("oid"))
+    .values(
+        status=OutboxStatus.SENT,
+        sent_at=bindparam("at", type_=UTCDateTime()),
+        attempts=_o.attempts + 1,
+        last_error=None,
+    )
+)
+_END = (
+    update(_outbox)
+    .where(_o.id == bindparam("oid"))
+    .values(status=bindparam("status", type_=String()), last_error=bindparam("why", type_=String()))
+)
+_CODE_MADE = (
+    update(_otps)
+    .where(_e.id == bindparam("cid"))
+    .values(code_hash=bindparam("hash", type_=LargeBinary()), delivered_at=bindparam("at", type_=UTCDateTime()))
+)
+_CODE_UNSENT = (
+    update(_otps).where(_e.id == bindparam("cid")).values(delivery_failed_at=bindparam("at", type_=UTCDateTime()))
+)
 
 
 def deliver(session: Session, outbox_id: int, backend: MailBackend, clock: Clock = SYSTEM_CLOCK) -> Delivery:
     """Send outbox row ``outbox_id`` once. The caller commits; on a ``MailError`` the caller rolls back and calls
     ``record_failure`` in a new transaction."""
-    row = _claim(session, outbox_id)
+    conn = session.connection()
+    row = conn.execute(_CLAIM, {"oid": outbox_id}).first()
     if row is None:
         return Delivery.SKIPPED
-    if row.email_otp_id is None and session.get_bind().dialect.name == "postgresql":
+    if row.email_otp_id is None and conn.dialect.name == "postgresql":
         # Bulk mail: the commit that marks the row sent need not wait for the disk. Were the database to crash and
         # lose it, the message would be sent again with the same Message-ID. An email code keeps durable commits:
         # its hash must be stored before the code leaves.
-        session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+        conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
     now = clock.now()
     if row.not_after is not None and now >= row.not_after:
-        _finish(row, OutboxStatus.EXPIRED, "expired before it could be sent")
-        return Delivery.EXPIRED
+        return _end(conn, outbox_id, Delivery.EXPIRED, "expired before it could be sent")
 
     context = dict(row.context)
-    otp: EmailOtp | None = None
     if row.email_otp_id is not None:
-        otp = session.execute(select(EmailOtp).where(EmailOtp.id == row.email_otp_id).with_for_update()).scalar_one()
-        if otp.invalidated_at is not None or otp.used_at is not None:
-            _finish(row, OutboxStatus.CANCELLED, "a newer code replaced it")
-            return Delivery.CANCELLED
-        if now >= otp.expires_at:
-            _finish(row, OutboxStatus.EXPIRED, "expired before it could be sent")
-            otp.delivery_failed_at = now
-            return Delivery.EXPIRED
+        if row.code_invalidated_at is not None or row.code_used_at is not None:
+            return _end(conn, outbox_id, Delivery.CANCELLED, "a newer code replaced it")
+        if now >= row.code_expires_at:
+            conn.execute(_CODE_UNSENT, {"cid": row.email_otp_id, "at": now})
+            return _end(conn, outbox_id, Delivery.EXPIRED, "expired before it could be sent")
         # The code exists only here, in memory, and in the email; the row keeps its keyed hash.
         code = new_email_code()
-        otp.code_hash = email_code_hash(otp.id, code)
+        conn.execute(_CODE_MADE, {"cid": row.email_otp_id, "hash": email_code_hash(row.email_otp_id, code), "at": now})
         context["code"] = code
-        context["expires_in_minutes"] = max(1, round((otp.expires_at - now).total_seconds() / 60))
+        context["expires_in_minutes"] = max(1, round((row.code_expires_at - now).total_seconds() / 60))
 
-    message = compose(row.template, context, row.to_address, row.message_id, clock)
-    row.attempts += 1
-    backend.send(message)
-    row.status = OutboxStatus.SENT
-    row.sent_at = now
-    row.last_error = None
-    if otp is not None:
-        otp.delivered_at = now
+    backend.send(compose(row.template, context, row.to_address, row.message_id, clock))
+    conn.execute(_MARK_SENT, {"oid": outbox_id, "at": now})
     return Delivery.SENT
+
+
+def _end(conn: Connection, outbox_id: int, outcome: Delivery, why: str) -> Delivery:
+    conn.execute(_END, {"oid": outbox_id, "status": outcome.value, "why": why})
+    return outcome
 
 
 def compose(template: str, context: dict[str, Any], to: str, message_id: str, clock: Clock) -> Message:
@@ -113,11 +148,6 @@ def compose(template: str, context: dict[str, Any], to: str, message_id: str, cl
         )
     except TemplateError as exc:  # a bug, not a transient fault: retrying would loop forever
         raise PermanentMailError(f"cannot render {template!r}: {type(exc).__name__}: {exc}") from exc
-
-
-def _finish(row: OutboxMessage, status: OutboxStatus, why: str) -> None:
-    row.status = status
-    row.last_error = why
 
 
 def record_failure(
