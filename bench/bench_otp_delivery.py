@@ -540,12 +540,13 @@ def run(b: Run) -> None:
 
     # 6. The same while a long report task runs on this host (its own worker, queue "reports").
     reports = b.worker("reports", queues="reports", concurrency=1)
-    # As deployed: a worker serving only the reports queue lowers its pool's priority (TWOFA_REPORTS_NICE).
-    assert reports.proc is not None
-    report_nice = sorted({os.getpriority(os.PRIO_PROCESS, pid) for pid in _children(reports.proc.pid)})
     flag = f"bench:report:{secrets.token_hex(4)}"
     b.client.send_task("bench.report", args=[flag], queue="reports")
     wait_for(lambda: bool(r.exists(f"{flag}:started")), 60, what="the report task to start")
+    # As deployed: a worker serving only the reports queue lowers its pool's priority (TWOFA_REPORTS_NICE). Read
+    # once the report runs: the pool processes set it as they start, after the worker says it is ready.
+    assert reports.proc is not None
+    report_nice = sorted({os.getpriority(os.PRIO_PROCESS, pid) for pid in _children(reports.proc.pid)})
     users = b.users(max(20, round(rate * a.seconds)))
     time.sleep(1.0)
     with b.meter() as meter:

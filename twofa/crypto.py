@@ -54,9 +54,13 @@ def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+@lru_cache(maxsize=16)
+def _hash_key(master: str, purpose: str) -> bytes:
+    return _derive(master, b"twofa keyed hash " + purpose.encode())
+
+
 def keyed_hash(purpose: str, value: str) -> bytes:
-    key = _derive(_master_keys()[0], b"twofa keyed hash " + purpose.encode())
-    return hmac.new(key, value.encode(), hashlib.sha256).digest()
+    return hmac.new(_hash_key(_master_keys()[0], purpose), value.encode(), hashlib.sha256).digest()
 
 
 def same(a: bytes, b: bytes) -> bool:
