@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from twofa import crypto, email_otp, second_factor, sessions
 from twofa.accounts import get_user
 from twofa.clock import SYSTEM_CLOCK, Clock
+from twofa.db import UTCDateTime
 from twofa.errors import (
     ChallengeInvalid,
     CodeReused,
@@ -26,7 +28,6 @@ from twofa.models import LoginChallenge, LoginHistory, User
 from twofa.passwords import verify_password
 from twofa.sessions import Client, IssuedSession
 from twofa.settings import get_settings
-from twofa.throttle import lock_user
 
 
 class Outcome:
@@ -81,6 +82,9 @@ class LoggedIn:
         return self.session.scope == "enrol"
 
 
+_HISTORY = insert(cast(Table, LoginHistory.__table__))
+
+
 def record(
     session: Session,
     *,
@@ -92,19 +96,20 @@ def record(
     verified: bool,
     clock: Clock,
 ) -> None:
-    session.add(
-        LoginHistory(
-            at=clock.now(),
-            user_id=user.id if user else None,
-            email=email[:320],
-            ip=client.ip,
-            user_agent=(client.user_agent or "")[:512] or None,
-            outcome=outcome,
-            method=method,
-            twofa_verified=verified,
-        )
+    """One login-history row (a plain INSERT: every sign-in attempt writes one)."""
+    session.connection().execute(
+        _HISTORY,
+        {
+            "at": clock.now(),
+            "user_id": user.id if user else None,
+            "email": email[:320],
+            "ip": client.ip,
+            "user_agent": (client.user_agent or "")[:512] or None,
+            "outcome": outcome,
+            "method": method,
+            "2fa_verified": verified,
+        },
     )
-    session.flush()
 
 
 def login_with_password(
@@ -184,27 +189,40 @@ def _send_login_code(session: Session, user: User, challenge_id: int, clock: Clo
     return True
 
 
-def _open_challenge(session: Session, token: str, clock: Clock) -> LoginChallenge:
+# The challenge and its user, locked together in one statement: the second step of every login starts here.
+_OPEN_CHALLENGE = (
+    select(User, LoginChallenge.id, LoginChallenge.completed_at, LoginChallenge.expires_at)
+    .join(LoginChallenge, LoginChallenge.user_id == User.id)
+    .where(LoginChallenge.token_hash == bindparam("token_hash"))
+    .with_for_update(of=(LoginChallenge.__table__, User.__table__))
+    .execution_options(populate_existing=True)
+)
+_COMPLETE_CHALLENGE = (
+    update(cast(Table, LoginChallenge.__table__))
+    .where(LoginChallenge.__table__.c.id == bindparam("challenge_id"))
+    .values(completed_at=bindparam("at", type_=UTCDateTime()))
+)
+
+
+def _open_challenge(session: Session, token: str, clock: Clock) -> tuple[int, User]:
+    """(challenge id, user) of the open login challenge ``token``; both rows locked for the transaction."""
     if not isinstance(token, str) or not token:
         raise ChallengeInvalid()
-    challenge = session.execute(
-        select(LoginChallenge)
-        .where(LoginChallenge.token_hash == crypto.token_hash(token))
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).scalar_one_or_none()
-    if challenge is None or challenge.completed_at is not None or challenge.expires_at <= clock.now():
+    found = session.execute(_OPEN_CHALLENGE, {"token_hash": crypto.token_hash(token)}).first()
+    if found is None:
         raise ChallengeInvalid()
-    return challenge
+    user, challenge_id, completed_at, expires_at = found
+    if completed_at is not None or expires_at <= clock.now():
+        raise ChallengeInvalid()
+    return challenge_id, user
 
 
 def resend_login_code(session: Session, challenge_token: str, clock: Clock = SYSTEM_CLOCK) -> None:
     """Send a fresh email code for an open login (the cooldown and hourly cap apply)."""
-    challenge = _open_challenge(session, challenge_token, clock)
-    user = session.get(User, challenge.user_id)
-    if user is None or user.twofa_method != "email":
+    challenge_id, user = _open_challenge(session, challenge_token, clock)
+    if user.twofa_method != "email":
         raise ChallengeInvalid("this sign-in does not use email codes")
-    email_otp.issue(session, user, email_otp.LOGIN, challenge_id=challenge.id, clock=clock)
+    email_otp.issue(session, user, email_otp.LOGIN, challenge_id=challenge_id, clock=clock)
 
 
 _OUTCOME_OF: Sequence[tuple[type[DomainError], str]] = (
@@ -225,10 +243,9 @@ def complete_login(
     clock: Clock = SYSTEM_CLOCK,
 ) -> LoggedIn:
     """The second step: a TOTP code, an email code or a backup code for an open challenge."""
-    challenge = _open_challenge(session, challenge_token, clock)
-    user = lock_user(session, challenge.user_id)
+    challenge_id, user = _open_challenge(session, challenge_token, clock)
     try:
-        used = second_factor.verify(session, user, code, method=method, challenge_id=challenge.id, clock=clock)
+        used = second_factor.verify(session, user, code, method=method, challenge_id=challenge_id, clock=clock)
     except DomainError as exc:
         outcome = next((o for cls, o in _OUTCOME_OF if isinstance(exc, cls)), Outcome.BAD_CODE)
         record(
@@ -243,7 +260,7 @@ def complete_login(
         )
         recorded(exc)
         raise
-    challenge.completed_at = clock.now()
+    session.execute(_COMPLETE_CHALLENGE, {"challenge_id": challenge_id, "at": clock.now()})
     # Verified, yet the method may not satisfy a policy (email codes where an app is required).
     scope = _scope(session, user, clock)
     issued = sessions.issue(

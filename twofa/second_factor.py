@@ -6,8 +6,9 @@ Used by the login flow and by the actions that ask for a current code (disable, 
 from __future__ import annotations
 
 import enum
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from twofa import audit, backup_codes, crypto, email_otp, throttle, totp
@@ -38,28 +39,32 @@ def pick_method(user: User, code: str, method: str | None) -> Method:
     return Method(user.twofa_method)
 
 
+_devices = cast(Table, TotpDevice.__table__)
+_DEVICE = select(_devices.c.id, _devices.c.secret_ciphertext).where(
+    _devices.c.user_id == bindparam("user_id"), _devices.c.confirmed_at.is_not(None)
+)
+_USE_STEP = (
+    update(_devices)
+    .where(
+        _devices.c.id == bindparam("device_id"),
+        _devices.c.last_used_step.is_(None) | (_devices.c.last_used_step < bindparam("step")),
+    )
+    .values(last_used_step=bindparam("step"))
+    .returning(_devices.c.id)
+)
+
+
 def verify_totp(session: Session, user: User, code: str, clock: Clock = SYSTEM_CLOCK) -> int:
     """Accept a TOTP code once (RFC 6238 5.2); returns its time step. The caller holds the user row lock."""
     totp.check_code_format(code)
-    device = session.execute(
-        select(TotpDevice).where(TotpDevice.user_id == user.id, TotpDevice.confirmed_at.is_not(None))
-    ).scalar_one_or_none()
+    device = session.execute(_DEVICE, {"user_id": user.id}).first()
     if device is None:
         raise InvalidCode("no authenticator app is set up")
     step = totp.matching_step(crypto.decrypt(device.secret_ciphertext), code, clock.now())
     if step is None:
         raise InvalidCode()
     # Atomic: of two submissions of one code, however simultaneous, only one moves last_used_step forward.
-    moved = session.execute(
-        update(TotpDevice)
-        .where(
-            TotpDevice.id == device.id,
-            (TotpDevice.last_used_step.is_(None)) | (TotpDevice.last_used_step < step),
-        )
-        .values(last_used_step=step)
-        .returning(TotpDevice.id)
-        .execution_options(synchronize_session=False)
-    ).scalar_one_or_none()
+    moved = session.execute(_USE_STEP, {"device_id": device.id, "step": step}).first()
     if moved is None:
         audit.record(session, audit.Event.CODE_REPLAY_REFUSED, user_id=user.id, details={"step": step}, clock=clock)
         raise recorded(CodeReused())

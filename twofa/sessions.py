@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from twofa import crypto
@@ -36,6 +37,10 @@ class IssuedSession:
         return f"IssuedSession(session_id={self.session_id}, user_id={self.user_id}, token=<hidden>)"
 
 
+# A plain INSERT ... RETURNING: every sign-in writes one.
+_ISSUE = insert(cast(Table, UserSession.__table__)).returning(UserSession.__table__.c.id)
+
+
 def issue(
     session: Session,
     user: User,
@@ -48,21 +53,24 @@ def issue(
 ) -> IssuedSession:
     token = crypto.new_token()
     now = clock.now()
-    row = UserSession(
-        user_id=user.id,
-        token_hash=crypto.token_hash(token),
-        created_at=now,
-        last_seen_at=now,
-        expires_at=now + timedelta(seconds=get_settings().session_ttl),
-        ip=client.ip,
-        user_agent=(client.user_agent or "")[:512] or None,
-        twofa_verified=twofa_verified,
-        method=method,
-        scope=scope,
+    session_id = session.execute(
+        _ISSUE,
+        {
+            "user_id": user.id,
+            "token_hash": crypto.token_hash(token),
+            "created_at": now,
+            "last_seen_at": now,
+            "expires_at": now + timedelta(seconds=get_settings().session_ttl),
+            "ip": client.ip,
+            "user_agent": (client.user_agent or "")[:512] or None,
+            "2fa_verified": twofa_verified,
+            "method": method,
+            "scope": scope,
+        },
+    ).scalar_one()
+    return IssuedSession(
+        token=token, session_id=session_id, user_id=user.id, twofa_verified=twofa_verified, scope=scope
     )
-    session.add(row)
-    session.flush()
-    return IssuedSession(token=token, session_id=row.id, user_id=user.id, twofa_verified=twofa_verified, scope=scope)
 
 
 def authenticate(session: Session, token: str, clock: Clock = SYSTEM_CLOCK) -> UserSession:
