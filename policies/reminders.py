@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from policies.evaluate import evaluate
@@ -24,7 +24,7 @@ from policies.models import PolicyDeadline
 from policies.verdicts import MemberVerdict, Overdue, Pending
 from twofa import outbox
 from twofa.clock import SYSTEM_CLOCK, Clock
-from twofa.db import conflict_insert
+from twofa.db import insert_rows
 from twofa.models import AuditEvent, Membership, OutboxMessage, Role, User
 
 REMINDER = "policy_reminder"
@@ -33,7 +33,7 @@ REMINDER_SENT = "policy_reminder_sent"
 ESCALATION_SENT = "policy_escalation_sent"
 ESCALATION_EVERY = timedelta(days=7)
 ESCALATE_TO = (Role.OWNER.value, Role.ADMIN.value)
-BULK_PAGE = 5000  # rows per INSERT statement; PostgreSQL allows 65,535 parameters in one
+DRY_RUN_PAGE = 5000  # keys looked up per statement by --dry-run (SQLite allows 32,766 parameters in one)
 
 
 @dataclass(frozen=True)
@@ -165,15 +165,16 @@ def _store_deadlines(session: Session, verdicts: Sequence[MemberVerdict]) -> int
     ]
     if not rows:
         return 0
-    stmt = conflict_insert(session, PolicyDeadline)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["membership_id"],
-        set_={"subject_since": stmt.excluded.subject_since, "deadline": stmt.excluded.deadline},
+    insert_rows(
+        session,
+        PolicyDeadline,
+        rows,
+        returning=(PolicyDeadline.membership_id,),
+        on_conflict=lambda stmt: stmt.on_conflict_do_update(
+            index_elements=["membership_id"],
+            set_={"subject_since": stmt.excluded.subject_since, "deadline": stmt.excluded.deadline},
+        ),
     )
-    # RETURNING lets SQLAlchemy send many rows per statement ("insertmanyvalues") instead of one per row.
-    session.execute(
-        stmt.returning(PolicyDeadline.membership_id).execution_options(insertmanyvalues_page_size=BULK_PAGE), rows
-    ).all()
     return len(rows)
 
 
@@ -185,9 +186,9 @@ def run(session: Session, *, dry_run: bool = False, clock: Clock = SYSTEM_CLOCK)
     if dry_run:
         keys = [p.dedupe_key for p in planned]
         existing: set[str] = set()
-        for i in range(0, len(keys), 5000):
+        for i in range(0, len(keys), DRY_RUN_PAGE):
             found = session.execute(
-                select(OutboxMessage.dedupe_key).where(OutboxMessage.dedupe_key.in_(keys[i : i + 5000]))
+                select(OutboxMessage.dedupe_key).where(OutboxMessage.dedupe_key.in_(keys[i : i + DRY_RUN_PAGE]))
             ).scalars()
             existing |= {key for key in found if key is not None}
         result.sent = [p for p in planned if p.dedupe_key not in existing]
@@ -210,8 +211,9 @@ def run(session: Session, *, dry_run: bool = False, clock: Clock = SYSTEM_CLOCK)
     )
     result.sent = [p for p in planned if p.dedupe_key in inserted]
     if result.sent:
-        session.execute(
-            insert(AuditEvent).returning(AuditEvent.id).execution_options(insertmanyvalues_page_size=BULK_PAGE),
+        insert_rows(
+            session,
+            AuditEvent,
             [
                 {
                     "at": now,
@@ -223,5 +225,6 @@ def run(session: Session, *, dry_run: bool = False, clock: Clock = SYSTEM_CLOCK)
                 }
                 for p in result.sent
             ],
-        ).all()
+            returning=(AuditEvent.id,),
+        )
     return result

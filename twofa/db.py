@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import JSON, DateTime, Engine, MetaData, Row, bindparam, column, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DisconnectionError
@@ -122,6 +122,43 @@ def _ping_when_idle(engine: Engine) -> None:
             engine.dialect.do_ping(dbapi_connection)
         except Exception as exc:
             raise DisconnectionError("a pooled connection did not answer its ping") from exc
+
+
+def insert_rows(
+    session: Session,
+    model: Any,
+    rows: Sequence[dict[str, Any]],
+    *,
+    returning: Sequence[Any],
+    on_conflict: Callable[[Any], Any] | None = None,
+) -> Sequence[Row[Any]]:
+    """INSERT ``rows`` (dicts keyed by column name, all with the same keys) into ``model``'s table, with RETURNING.
+
+    On PostgreSQL this is one statement for any number of rows: the rows travel as one JSON parameter that
+    ``json_to_recordset`` unpacks, so a job's statement count does not grow with its data and no page of rows meets
+    the protocol's limit of 65,535 parameters. SQLite takes them as an ``executemany``. ``on_conflict`` receives the
+    dialect's INSERT and returns it with its ``ON CONFLICT`` clause."""
+    if not rows:
+        return []
+    table = model.__table__
+    names = list(rows[0])
+    if session.get_bind().dialect.name == "postgresql":
+        record = (
+            func.json_to_recordset(bindparam("rows", type_=JSON()))
+            .table_valued(*(column(name, table.c[name].type) for name in names))
+            .render_derived(name="r", with_types=True)
+        )
+        stmt: Any = postgresql.insert(table).from_select(names, select(*(record.c[name] for name in names)))
+        params: Any = {"rows": [{k: _jsonable(v) for k, v in row.items()} for row in rows]}
+    else:
+        stmt, params = sqlite.insert(table), list(rows)
+    if on_conflict is not None:
+        stmt = on_conflict(stmt)
+    return session.execute(stmt.returning(*returning), params).all()
+
+
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
 
 
 def make_engine(url: str) -> Engine:

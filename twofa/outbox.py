@@ -19,7 +19,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from twofa.clock import SYSTEM_CLOCK, Clock
-from twofa.db import conflict_insert
+from twofa.db import insert_rows
 from twofa.models import OutboxMessage, OutboxStatus
 from twofa.settings import get_settings
 
@@ -112,13 +112,14 @@ def enqueue_unique(
         }
         for m in messages
     ]
-    stmt = (
-        conflict_insert(session, OutboxMessage)
-        .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        .returning(OutboxMessage.id, OutboxMessage.queue, OutboxMessage.dedupe_key)
-        .execution_options(insertmanyvalues_page_size=5000)  # 11 parameters a row: well under 65,535
+    written = insert_rows(
+        session,
+        OutboxMessage,
+        rows,
+        returning=(OutboxMessage.id, OutboxMessage.queue, OutboxMessage.dedupe_key),
+        on_conflict=lambda stmt: stmt.on_conflict_do_nothing(index_elements=["dedupe_key"]),
     )
-    inserted = {row.dedupe_key: OutboxRef(row.id, row.queue) for row in session.execute(stmt, rows)}
+    inserted = {row.dedupe_key: OutboxRef(row.id, row.queue) for row in written}
     session.info.setdefault(_PENDING, []).extend(inserted.values())
     return inserted
 
