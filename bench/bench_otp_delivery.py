@@ -6,10 +6,11 @@ each request issues one email code in its own transaction, and the outbox dispat
 the commit. Latency is the SMTP server's arrival time minus the moment just before the request's transaction began
 (both ``time.monotonic()``, which is host-wide on Linux).
 
-Phases: no-op task throughput; OTP throughput at saturation (ratio to the no-op), and the worker's part alone (rows
-committed first, then their ids published back to back, as the no-op is); latency at an open-loop half of that
-maximum; the same while a CPU-heavy report task runs in another worker; throughput with one SMTP connection per
-message against a reused one. Each phase also reports where the CPU went, and flags itself as disturbed when other
+Phases: no-op task throughput; OTP throughput at saturation, end to end, and the worker's part alone (rows
+committed first, then their ids published back to back, as the no-op's are: the goal's ratio, task against task);
+latency at an open-loop half of the end-to-end maximum; the same while a CPU-heavy report task runs in another
+worker (a reports-only worker, which lowers its priority as deployed); the worker's throughput with one SMTP
+connection per message against a reused one. Each phase also reports where the CPU went, and flags itself as disturbed when other
 jobs on the host took a share of it. The last line of stdout is one JSON object with every figure and the goals.
 
     .venv/bin/python bench/bench_otp_delivery.py [--help]
@@ -595,10 +596,12 @@ def run(b: Run) -> None:
             TWOFA_SMTP_REUSE_CONNECTION=str(reuse).lower(),
         )
         b.warm_up()
+        # The worker's part alone, as in 4b: the API's side would hide what the connection costs the worker.
         users = b.users(a.reuse_users)
+        held = commit_held(b.factory, users, a.producers)
         time.sleep(0.5)
         with b.meter() as meter:
-            sat = saturate(b.factory, b.smtp, users, a.producers)
+            sat = worker_throughput(b.smtp, users, held, b.dispatcher)
         b.stop(w)
         tps[reuse] = sat.tps
         say(f"SMTP connection {'reused' if reuse else 'per message'}: {sat.requests} OTPs, {sat.tps:.0f} OTP/s")
@@ -621,7 +624,9 @@ def run(b: Run) -> None:
 
     res = b.results
     b.results["goals"] = {
-        f"otp_vs_noop>={GOAL_OTP_VS_NOOP:.2f}": res["otp_vs_noop"] >= GOAL_OTP_VS_NOOP,
+        # Task against task, both published back to back; the end-to-end figure (otp_vs_noop) adds the API's side,
+        # which the no-op task does not have.
+        f"otp_worker_vs_noop>={GOAL_OTP_VS_NOOP:.2f}": res["otp_worker_vs_noop"] >= GOAL_OTP_VS_NOOP,
         f"p50_ms<{GOAL_P50_MS:g}": res["p50_ms"] < GOAL_P50_MS,
         f"p99_ms<{GOAL_P99_MS:g}": res["p99_ms"] < GOAL_P99_MS,
         f"p99_ms_with_report<{GOAL_P99_WITH_REPORT_MS:g}": res["p99_ms_with_report"] < GOAL_P99_WITH_REPORT_MS,
@@ -662,9 +667,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--noop", type=int, default=2000, help="no-op tasks (default 2000)")
     p.add_argument("--otp", type=int, default=1000, help="users (one code each) at saturation (default 1000)")
-    p.add_argument("--worker-otp", type=int, default=600, help="codes for the worker-only throughput (default 600)")
+    p.add_argument("--worker-otp", type=int, default=1500, help="codes for the worker-only throughput (default 1500)")
     p.add_argument("--seconds", type=float, default=12, help="length of each latency window (default 12)")
-    p.add_argument("--reuse-users", type=int, default=500, help="codes per SMTP reuse measurement (default 500)")
+    p.add_argument("--reuse-users", type=int, default=1000, help="codes per SMTP reuse measurement (default 1000)")
     p.add_argument("--producers", type=int, default=4, help="API threads at saturation (default 4)")
     p.add_argument(
         "--quiet-wait",
