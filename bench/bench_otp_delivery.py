@@ -1,17 +1,18 @@
 """Email OTP delivery, from the request to the SMTP server's acceptance, beside a no-op Celery task.
 
 Everything is real and private to this run: a redis-server on a free port, a fresh migrated PostgreSQL database, an
-aiosmtpd server in this process, ``celery -A workers.app worker`` processes (prefork). This process plays the API:
-each request issues one email code in its own transaction, and the outbox dispatcher publishes the row id after
-the commit. Latency is the SMTP server's arrival time minus the moment just before the request's transaction began
-(both ``time.monotonic()``, which is host-wide on Linux).
+aiosmtpd server in this process, ``celery -A workers.app worker`` processes (prefork), and the API's side in a
+process of its own (spawned): each request loads the user and issues one email code in its own transaction, and the
+outbox dispatcher publishes the row id after the commit. Latency is the SMTP server's arrival time minus the moment
+just before the request's transaction began (both ``time.monotonic()``, which is host-wide on Linux).
 
 Phases: no-op task throughput; OTP throughput at saturation, end to end, and the worker's part alone (rows
 committed first, then their ids published back to back, as the no-op's are: the goal's ratio, task against task);
 latency at an open-loop half of the end-to-end maximum; the same while a CPU-heavy report task runs in another
 worker (a reports-only worker, which lowers its priority as deployed); the worker's throughput with one SMTP
-connection per message against a reused one. Each phase also reports where the CPU went, and flags itself as disturbed when other
-jobs on the host took a share of it. The last line of stdout is one JSON object with every figure and the goals.
+connection per message against a reused one. Each phase also reports where the CPU went, and flags itself as
+disturbed when other jobs on the host took a share of it. The last line of stdout is one JSON object with every
+figure and the goals.
 
     .venv/bin/python bench/bench_otp_delivery.py [--help]
 """
@@ -23,6 +24,7 @@ import contextlib
 import functools
 import json
 import math
+import multiprocessing
 import os
 import re
 import secrets
@@ -36,6 +38,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from multiprocessing.connection import Connection
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -55,6 +58,7 @@ from celery import Celery
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from bench.common import CpuMeter, _descendants, _host_cpu
 from tests.harness.services import RedisServer, SmtpServer, Worker, pg_database, service_env, wait_for
 from twofa import email_otp, outbox
 from twofa.db import get_engine, transaction
@@ -88,87 +92,6 @@ def percentile(values: Sequence[float], p: float) -> float:
 
 
 # --- CPU accounting (where the time goes) -------------------------------------------------------------------------
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def _proc_cpu(pid: int) -> tuple[str, float]:
-    """(command name, user+system CPU seconds) of a process, from /proc."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return "", 0.0
-    name = raw[raw.index("(") + 1 : raw.rindex(")")]
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return name, (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15 of stat)
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        found: list[int] = []
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            found += [int(c) for c in (task / "children").read_text().split()]
-        return found
-    except OSError:
-        return []
-
-
-def _host_cpu() -> tuple[float, float]:
-    """(busy, stolen) CPU seconds of the whole host since boot, from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = values[:8]
-    return (user + nice + system + irq + softirq) / CLK_TCK, steal / CLK_TCK
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
-    except OSError:
-        return ""
-
-
-@dataclass
-class CpuMeter:
-    """CPU seconds used during one measurement by this process (the API and the SMTP server), each worker (main
-    process and pool children, by log name), this run's PostgreSQL backends, redis-server; ``other`` is what the
-    rest of the host used (other jobs, PostgreSQL's background processes), ``steal`` what the hypervisor took."""
-
-    workers: list[Worker]
-    redis_pid: int
-    database: str
-    start: dict[str, dict[int, float]] = field(default_factory=dict)
-    used: dict[str, float] = field(default_factory=dict)
-
-    def _sample(self) -> dict[str, dict[int, float]]:
-        busy, steal = _host_cpu()
-        groups: dict[str, dict[int, float]] = {"host": {0: busy}, "steal": {0: steal}, "bench": {}, "postgres": {}}
-        groups["bench"][os.getpid()] = _proc_cpu(os.getpid())[1]
-        groups["redis"] = {self.redis_pid: _proc_cpu(self.redis_pid)[1]}
-        for w in self.workers:
-            if w.proc is not None and w.proc.poll() is None:
-                for pid in [w.proc.pid, *_children(w.proc.pid)]:
-                    groups.setdefault(w.log_path.stem, {})[pid] = _proc_cpu(pid)[1]
-        for entry in Path("/proc").iterdir():  # the server is shared: only the backends of this run's database
-            if entry.name.isdigit():
-                name, cpu = _proc_cpu(int(entry.name))
-                if name == "postgres" and f" {self.database} " in _cmdline(int(entry.name)):
-                    groups["postgres"][int(entry.name)] = cpu
-        return groups
-
-    def __enter__(self) -> CpuMeter:
-        self.start = self._sample()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        end = self._sample()
-        used = {
-            group: sum(cpu - self.start.get(group, {}).get(pid, 0.0) for pid, cpu in pids.items())
-            for group, pids in end.items()
-        }
-        host, steal = used.pop("host"), used.pop("steal")
-        used["other"] = max(0.0, host - sum(used.values()))
-        used["steal"] = steal
-        self.used = {group: round(cpu, 2) for group, cpu in used.items()}
 
 
 # --- the API side ---------------------------------------------------------------------------------------------------
@@ -229,13 +152,10 @@ class Saturation:
         return self.requests / self.issue_seconds
 
 
-def saturate(factory: sessionmaker[Session], smtp: SmtpServer, users: list[User], producers: int) -> Saturation:
+def saturate(api: ApiSide, smtp: SmtpServer, users: list[User], producers: int) -> Saturation:
     """Every user asks for a code at once (``producers`` API threads, back to back); until the last is accepted."""
     base = len(smtp.handler.received)
-    started = time.monotonic()
-    with ThreadPoolExecutor(producers) as pool:
-        list(pool.map(lambda u: request_code(factory, u), users))
-    issued = time.monotonic()
+    started, issued = api.burst([u.id for u in users], producers)
     wait_arrivals(smtp, base, len(users), timeout=60 + len(users) / 5)
     last = max(arrivals_by_address(smtp, base, {u.email for u in users}).values())
     return Saturation(len(users), last - started, issued - started)
@@ -297,39 +217,116 @@ class Latency:
         )
 
 
-def paced(factory: sessionmaker[Session], smtp: SmtpServer, users: list[User], rate: float, threads: int) -> Latency:
+def paced(api: ApiSide, smtp: SmtpServer, users: list[User], rate: float, threads: int) -> Latency:
     """Open loop: request ``i`` is due at ``t0 + i / rate`` whatever happened to the earlier ones."""
     base = len(smtp.handler.received)
-    starts: dict[str, float] = {}
-    request_ms: dict[str, float] = {}
-    lags: list[float] = []
+    timings = api.paced([u.id for u in users], rate, threads)
+    wait_arrivals(smtp, base, len(users), timeout=60)
+    arrived = arrivals_by_address(smtp, base, set(timings))
+    order = list(timings)
+    latencies = [(arrived[to] - timings[to][0]) * 1000 for to in order]
+    request_ms = [(timings[to][1] - timings[to][0]) * 1000 for to in order]
+    lags = [(timings[to][0] - timings[to][2]) * 1000 for to in order]
+    first = min(t[0] for t in timings.values())
+    return Latency(rate, latencies, request_ms, lags, first, max(arrived.values()))
+
+
+# --- the API side: a process of its own, as the API is -------------------------------------------------------------
+
+
+def _api_request(factory: sessionmaker[Session], user_id: int) -> str:
+    """What the API does for "email me a code": the caller loaded, one transaction, the task published after the
+    commit. Returns the address."""
+    with transaction(factory) as s:
+        user = s.get(User, user_id)
+        assert user is not None
+        email_otp.issue(s, user, email_otp.ENROL)
+        return user.email
+
+
+def _api_burst(factory: sessionmaker[Session], user_ids: list[int], producers: int) -> tuple[float, float]:
+    started = time.monotonic()
+    with ThreadPoolExecutor(producers) as pool:
+        list(pool.map(lambda uid: _api_request(factory, uid), user_ids))
+    return started, time.monotonic()
+
+
+def _api_paced(
+    factory: sessionmaker[Session], user_ids: list[int], rate: float, threads: int
+) -> dict[str, tuple[float, float, float]]:
+    """Address -> (started, committed and published, due), all ``time.monotonic()`` (host-wide on Linux)."""
+    timings: dict[str, tuple[float, float, float]] = {}
     lock = threading.Lock()
 
-    def one(user: User, due: float) -> None:
+    def one(user_id: int, due: float) -> None:
         started = time.monotonic()
-        request_code(factory, user)
+        email = _api_request(factory, user_id)
         done = time.monotonic()
         with lock:
-            starts[user.email] = started
-            request_ms[user.email] = (done - started) * 1000
-            lags.append((started - due) * 1000)
+            timings[email] = (started, done, due)
 
     with ThreadPoolExecutor(threads) as pool:
         t0 = time.monotonic() + 0.05
         futures = []
-        for i, user in enumerate(users):
+        for i, user_id in enumerate(user_ids):
             due = t0 + i / rate
             delay = due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            futures.append(pool.submit(one, user, due))
+            futures.append(pool.submit(one, user_id, due))
         for f in futures:
             f.result()
-    wait_arrivals(smtp, base, len(users), timeout=60)
-    arrived = arrivals_by_address(smtp, base, set(starts))
-    order = list(starts)
-    latencies = [(arrived[to] - starts[to]) * 1000 for to in order]
-    return Latency(rate, latencies, [request_ms[to] for to in order], lags, min(starts.values()), max(arrived.values()))
+    return timings
+
+
+def _api_process(conn: Connection, db_url: str, broker_url: str) -> None:
+    """The spawned API process: runs the commands it is sent until it is sent None."""
+    factory = sessionmaker(bind=get_engine(db_url), expire_on_commit=False)
+    client = Celery("bench-api")
+    client.config_from_object("celeryconfig")
+    client.conf.update(broker_url=broker_url)
+    outbox.install_dispatcher(CeleryDispatcher(client))
+    try:
+        while (command := conn.recv()) is not None:
+            kind, user_ids, args = command
+            conn.send(_api_burst(factory, user_ids, *args) if kind == "burst" else _api_paced(factory, user_ids, *args))
+    finally:
+        client.close()
+
+
+class ApiSide:
+    """The requests for codes come from another process, as they would from the API: this one hosts the SMTP
+    server, and sharing its interpreter would make each side wait for the other."""
+
+    def __init__(self, db_url: str, broker_url: str) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_api_process, args=(child, db_url, broker_url), daemon=True)
+        self.proc.start()
+        child.close()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc.pid is not None
+        return self.proc.pid
+
+    def burst(self, user_ids: list[int], producers: int) -> tuple[float, float]:
+        self.conn.send(("burst", user_ids, (producers,)))
+        started, issued = self.conn.recv()
+        return float(started), float(issued)
+
+    def paced(self, user_ids: list[int], rate: float, threads: int) -> dict[str, tuple[float, float, float]]:
+        self.conn.send(("paced", user_ids, (rate, threads)))
+        timings: dict[str, tuple[float, float, float]] = self.conn.recv()
+        return timings
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send(None)
+        self.proc.join(15)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5)
 
 
 # --- the worker side ------------------------------------------------------------------------------------------------
@@ -378,6 +375,7 @@ class Run:
     smtp: SmtpServer
     client: Celery
     dispatcher: CeleryDispatcher
+    api: ApiSide
     workers: list[Worker] = field(default_factory=list)
     results: dict[str, Any] = field(default_factory=dict)
     disturbed: dict[str, float] = field(default_factory=dict)  # phase: cores other jobs or the hypervisor took
@@ -428,7 +426,8 @@ class Run:
         w.stop()
 
     def meter(self) -> CpuMeter:
-        return CpuMeter(self.workers, self.redis.proc.pid, self.db_url.rsplit("/", 1)[1])
+        database = self.db_url.rsplit("/", 1)[1]
+        return CpuMeter(self.workers, self.redis.proc.pid, database, host_wide=True, processes={"api": self.api.pid})
 
     def stop_workers(self) -> None:
         for w in self.workers:
@@ -489,7 +488,7 @@ def run(b: Run) -> None:
     users = b.users(a.otp)
     time.sleep(0.5)
     with b.meter() as meter:
-        sat = saturate(b.factory, b.smtp, users, a.producers)
+        sat = saturate(b.api, b.smtp, users, a.producers)
     ratio = sat.tps / noop_tps
     say(
         f"email OTP at saturation: {sat.requests} requests ({a.producers} API threads) issued in "
@@ -525,7 +524,7 @@ def run(b: Run) -> None:
     users = b.users(max(20, round(rate * a.seconds)))
     time.sleep(0.5)
     with b.meter() as meter:
-        lat = paced(b.factory, b.smtp, users, rate, a.producers * 2)
+        lat = paced(b.api, b.smtp, users, rate, a.producers * 2)
     window = lat.last_arrival - lat.first_start
     say(f"latency at half load ({rate:.0f} requests/s for {a.seconds:.0f} s, {len(users)} requests): {lat.describe()}")
     cpu_report(b, "half_load", meter, window)
@@ -547,11 +546,11 @@ def run(b: Run) -> None:
     # As deployed: a worker serving only the reports queue lowers its pool's priority (TWOFA_REPORTS_NICE). Read
     # once the report runs: the pool processes set it as they start, after the worker says it is ready.
     assert reports.proc is not None
-    report_nice = sorted({os.getpriority(os.PRIO_PROCESS, pid) for pid in _children(reports.proc.pid)})
+    report_nice = sorted({os.getpriority(os.PRIO_PROCESS, pid) for pid in _descendants(reports.proc.pid)})
     users = b.users(max(20, round(rate * a.seconds)))
     time.sleep(1.0)
     with b.meter() as meter:
-        lat_r = paced(b.factory, b.smtp, users, rate, a.producers * 2)
+        lat_r = paced(b.api, b.smtp, users, rate, a.producers * 2)
     report_running = not r.exists(f"{flag}:done")
     r.set(f"{flag}:stop", 1)
     wait_for(lambda: bool(r.exists(f"{flag}:done")), 60, what="the report task to finish")
@@ -652,7 +651,9 @@ def services(args: argparse.Namespace) -> Iterator[Run]:
         dispatcher = CeleryDispatcher(client)
         previous = outbox.install_dispatcher(dispatcher)
         stack.callback(outbox.install_dispatcher, previous)
-        b = Run(args, tmp, redis_server, db_url, smtp, client, dispatcher)
+        api = ApiSide(db_url, redis_server.url)
+        stack.callback(api.stop)
+        b = Run(args, tmp, redis_server, db_url, smtp, client, dispatcher, api)
         stack.callback(b.stop_workers)  # before the database is dropped and Redis stopped
         try:
             yield b

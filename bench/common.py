@@ -73,6 +73,7 @@ class CpuMeter:
     database: str
     me: str = "bench"
     host_wide: bool = False
+    processes: dict[str, int] = field(default_factory=dict)  # more groups: a name, a process (and those below it)
     start: dict[str, dict[int, float]] = field(default_factory=dict)
     used: dict[str, float] = field(default_factory=dict)
 
@@ -85,6 +86,8 @@ class CpuMeter:
                 group = groups.setdefault(w.log_path.stem, {})
                 for p in [w.proc.pid, *_descendants(w.proc.pid)]:
                     group[p] = _proc_cpu(p)[1]
+        for name, root in self.processes.items():
+            groups[name] = {p: _proc_cpu(p)[1] for p in [root, *_descendants(root)]}
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
                 name, cpu = _proc_cpu(int(entry.name))
