@@ -136,8 +136,9 @@ def insert_rows(
 
     On PostgreSQL this is one statement for any number of rows: the rows travel as one JSON parameter that
     ``json_to_recordset`` unpacks, so a job's statement count does not grow with its data and no page of rows meets
-    the protocol's limit of 65,535 parameters. SQLite takes them as an ``executemany``. ``on_conflict`` receives the
-    dialect's INSERT and returns it with its ``ON CONFLICT`` clause."""
+    the protocol's limit of 65,535 parameters (values must be JSON-representable; aware datetimes travel as ISO
+    strings). SQLite takes them as an ``executemany``. ``on_conflict`` receives the dialect's INSERT and returns it
+    with its ``ON CONFLICT`` clause."""
     if not rows:
         return []
     table = model.__table__
@@ -158,7 +159,11 @@ def insert_rows(
 
 
 def _jsonable(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else value
+    if isinstance(value, datetime):
+        if value.tzinfo is None:  # as UTCDateTime refuses them on the other path
+            raise ValueError("naive datetime given to a UTC column")
+        return value.isoformat()
+    return value
 
 
 def make_engine(url: str) -> Engine:
