@@ -7,11 +7,28 @@ import typer
 from twofa import maintenance
 from twofa.db import transaction
 
-ALL_QUEUES = "otp,mail,scheduled,reports"
+QUEUES = ("otp", "mail", "scheduled", "reports")
+DEFAULT_QUEUES = "otp,mail,scheduled"
+
+
+def check_queues(queues: str) -> str:
+    """The queues a worker may take: known ones, and never email codes beside reports (invariant 4: an email code
+    waits for no report, so a worker that builds reports delivers no codes)."""
+    from twofa.errors import InvalidInput
+
+    chosen = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = sorted(set(chosen) - set(QUEUES))
+    if not chosen or unknown:
+        raise InvalidInput(f"unknown queue(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(QUEUES)}")
+    if "otp" in chosen and "reports" in chosen:
+        raise InvalidInput("email codes wait for no report: run reports on a worker of their own (--queues reports)")
+    return ",".join(chosen)
 
 
 def worker(
-    queues: str = typer.Option(ALL_QUEUES, help="Comma-separated queues. Give OTP its own workers: --queues otp."),
+    queues: str = typer.Option(
+        DEFAULT_QUEUES, help="Comma-separated: otp, mail, scheduled, reports (reports never beside otp)."
+    ),
     concurrency: int = typer.Option(2, min=1, help="Worker processes."),
     loglevel: str = typer.Option("INFO", help="Log level."),
 ) -> None:
@@ -20,6 +37,7 @@ def worker(
     from workers.app import app
     from workers.dispatch import install
 
+    queues = check_queues(queues)
     require_secret_key()
     install(app)
     app.worker_main(["worker", "--queues", queues, "--concurrency", str(concurrency), "--loglevel", loglevel])

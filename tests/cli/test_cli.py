@@ -306,3 +306,18 @@ def test_services_refuse_the_development_key(monkeypatch: pytest.MonkeyPatch, ke
         result = CliRunner().invoke(app, command)
         assert result.exit_code == 2, (command, result.output)
         assert result.stderr.startswith("error: set TWOFA_SECRET_KEY to a random secret")
+
+
+@pytest.mark.parametrize(
+    ("queues", "message"),
+    [
+        ("otp,reports", "email codes wait for no report"),
+        ("otp,smtp", "unknown queue(s) smtp"),
+        (",", "unknown queue(s) (none given)"),
+    ],
+)
+def test_a_worker_never_takes_email_codes_beside_reports(queues: str, message: str) -> None:
+    result = CliRunner().invoke(app, ["worker", "--queues", queues])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
