@@ -75,14 +75,11 @@ class Ctx:
                     raise ApiError(403, "session_required", "this needs a signed-in session, not an API key")
                 user = api_keys.authenticate(session, token, self.clock)
                 return Principal(user=user, session_id=None, api_key_id=None, scope="full")
-            row = sessions.authenticate(session, token, self.clock)
+            row, owner = sessions.authenticate(session, token, self.clock)
         except (InvalidApiKey, InvalidSession) as exc:
             raise ApiError(401, exc.code, exc.message) from None
         if row.scope != "full" and not enrol_scope:
             raise ApiError(403, "enrolment_required", "set up two-factor authentication first")
-        owner = session.get(User, row.user_id)
-        if owner is None:
-            raise ApiError(401, "invalid_session", "the session is unknown, expired or revoked")
         self.limit(f"user:{owner.id}", self.settings.ratelimit_per_ip)
         return Principal(user=owner, session_id=row.id, api_key_id=None, scope=row.scope)
 

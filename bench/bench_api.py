@@ -58,6 +58,7 @@ os.environ.pop("TWOFA_RATELIMIT_URL", None)  # the per-process memory limiter, a
 from sqlalchemy import Engine, event, func, insert, select  # noqa: E402
 from sqlalchemy.orm import sessionmaker  # noqa: E402
 
+from bench.common import descendants, proc_cpu  # noqa: E402
 from tests.harness.services import free_port, pg_database, wait_for  # noqa: E402
 from twofa import crypto, logins, totp  # noqa: E402
 from twofa.db import make_engine  # noqa: E402
@@ -66,7 +67,6 @@ from twofa.sessions import Client  # noqa: E402
 
 GOAL_RATIO = 0.25
 LOAD = ROOT / "bench" / "api_load.py"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # --------------------------------------------------------------------------------------------------- set-up
@@ -129,28 +129,6 @@ def seed_users(url: str, n: int, path: Path) -> None:
 # --------------------------------------------------------------------------------------------------- processes
 
 
-def proc_cpu(pid: int) -> float:
-    """User + system CPU seconds of one process (0 when it is gone or unreadable)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def descendants(pid: int) -> list[int]:
-    """``pid`` and every process below it (from each process's parent id in /proc)."""
-    children: dict[int, list[int]] = defaultdict(list)
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            children[int(stat.read_text().rsplit(")", 1)[1].split()[1])].append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        found.append(current := todo.pop())
-        todo.extend(children.get(current, []))
-    return found
-
-
 class ApiServer:
     """``uvicorn --factory api.app:create_app`` in its own process group."""
 
@@ -202,7 +180,7 @@ class ApiServer:
             return False
 
     def cpu(self) -> float:
-        return sum(proc_cpu(pid) for pid in descendants(self.proc.pid))
+        return sum(proc_cpu(pid)[1] for pid in [self.proc.pid, *descendants(self.proc.pid)])
 
     def stop(self) -> None:
         if self.proc.poll() is not None:
@@ -228,7 +206,7 @@ class Backends:
             pids = conn.exec_driver_sql(
                 "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
             ).scalars()
-            return {int(pid): proc_cpu(int(pid)) for pid in pids}
+            return {int(pid): proc_cpu(int(pid))[1] for pid in pids}
 
     @staticmethod
     def used(before: dict[int, float], after: dict[int, float]) -> float:

@@ -58,7 +58,7 @@ from celery import Celery
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bench.common import CpuMeter, _descendants, _host_cpu
+from bench.common import CpuMeter, descendants, host_cpu
 from tests.harness.services import RedisServer, SmtpServer, Worker, pg_database, service_env, wait_for
 from twofa import email_otp, outbox
 from twofa.db import get_engine, transaction
@@ -111,12 +111,6 @@ def create_users(factory: sessionmaker[Session], prefix: str, count: int) -> lis
         users = list(s.execute(select(User).where(User.email.like(f"{prefix}-%")).order_by(User.id)).scalars())
     assert len(users) == count
     return users
-
-
-def request_code(factory: sessionmaker[Session], user: User) -> None:
-    """What the API does for "email me a code": one transaction; the task is published after the commit."""
-    with transaction(factory) as s:
-        email_otp.issue(s, user, email_otp.ENROL)
 
 
 def wait_arrivals(smtp: SmtpServer, base: int, count: int, timeout: float) -> None:
@@ -173,7 +167,7 @@ def commit_held(factory: sessionmaker[Session], users: list[User], producers: in
     previous = outbox.install_dispatcher(hold)
     try:
         with ThreadPoolExecutor(producers) as pool:
-            list(pool.map(lambda u: request_code(factory, u), users))
+            list(pool.map(lambda u: request_code(factory, u.id), users))
     finally:
         outbox.install_dispatcher(previous)
     return held
@@ -234,7 +228,7 @@ def paced(api: ApiSide, smtp: SmtpServer, users: list[User], rate: float, thread
 # --- the API side: a process of its own, as the API is -------------------------------------------------------------
 
 
-def _api_request(factory: sessionmaker[Session], user_id: int) -> str:
+def request_code(factory: sessionmaker[Session], user_id: int) -> str:
     """What the API does for "email me a code": the caller loaded, one transaction, the task published after the
     commit. Returns the address."""
     with transaction(factory) as s:
@@ -247,7 +241,7 @@ def _api_request(factory: sessionmaker[Session], user_id: int) -> str:
 def _api_burst(factory: sessionmaker[Session], user_ids: list[int], producers: int) -> tuple[float, float]:
     started = time.monotonic()
     with ThreadPoolExecutor(producers) as pool:
-        list(pool.map(lambda uid: _api_request(factory, uid), user_ids))
+        list(pool.map(lambda uid: request_code(factory, uid), user_ids))
     return started, time.monotonic()
 
 
@@ -260,7 +254,7 @@ def _api_paced(
 
     def one(user_id: int, due: float) -> None:
         started = time.monotonic()
-        email = _api_request(factory, user_id)
+        email = request_code(factory, user_id)
         done = time.monotonic()
         with lock:
             timings[email] = (started, done, due)
@@ -405,7 +399,7 @@ class Run:
         base = len(self.smtp.handler.received)
         users = self.users(count)
         for user in users:
-            request_code(self.factory, user)
+            request_code(self.factory, user.id)
         wait_arrivals(self.smtp, base, count, timeout=60)
         arrivals_by_address(self.smtp, base, {u.email for u in users})
 
@@ -438,9 +432,9 @@ def wait_for_quiet_host(limit: float, busy_cores: float = 0.3) -> None:
     """Up to ``limit`` seconds for the rest of the host to use less than ``busy_cores`` (sampled over 2 s)."""
     deadline = time.monotonic() + limit
     while True:
-        before, at = sum(_host_cpu()), time.monotonic()
+        before, at = sum(host_cpu()), time.monotonic()
         time.sleep(2)
-        cores = (sum(_host_cpu()) - before) / (time.monotonic() - at)
+        cores = (sum(host_cpu()) - before) / (time.monotonic() - at)
         if cores < busy_cores:
             say(f"host quiet: {cores:.2f} cores busy")
             return
@@ -546,7 +540,7 @@ def run(b: Run) -> None:
     # As deployed: a worker serving only the reports queue lowers its pool's priority (TWOFA_REPORTS_NICE). Read
     # once the report runs: the pool processes set it as they start, after the worker says it is ready.
     assert reports.proc is not None
-    report_nice = sorted({os.getpriority(os.PRIO_PROCESS, pid) for pid in _descendants(reports.proc.pid)})
+    report_nice = sorted({os.getpriority(os.PRIO_PROCESS, pid) for pid in descendants(reports.proc.pid)})
     users = b.users(max(20, round(rate * a.seconds)))
     time.sleep(1.0)
     with b.meter() as meter:

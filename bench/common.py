@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # only for the annotation: importing this module starts nothi
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def _proc_cpu(pid: int) -> tuple[str, float]:
+def proc_cpu(pid: int) -> tuple[str, float]:
     """(command name, user+system CPU seconds) of a process, from /proc; ("", 0.0) once it is gone."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
@@ -29,13 +29,13 @@ def _proc_cpu(pid: int) -> tuple[str, float]:
     return name, (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15 of stat)
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     """Every process below ``pid`` (children, their children, ...), from /proc."""
     found: list[int] = []
     try:
         for task in Path(f"/proc/{pid}/task").iterdir():
             for child in (task / "children").read_text().split():
-                found += [int(child), *_descendants(int(child))]
+                found += [int(child), *descendants(int(child))]
     except OSError:
         pass
     return found
@@ -49,7 +49,7 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _host_cpu() -> tuple[float, float]:
+def host_cpu() -> tuple[float, float]:
     """(busy, stolen) CPU seconds of the whole host since boot, from /proc/stat."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     user, nice, system, _idle, _iowait, irq, softirq, steal = values[:8]
@@ -79,22 +79,22 @@ class CpuMeter:
 
     def _sample(self) -> dict[str, dict[int, float]]:
         pid = os.getpid()
-        groups: dict[str, dict[int, float]] = {self.me: {pid: _proc_cpu(pid)[1]}, "postgres": {}}
-        groups["redis"] = {self.redis_pid: _proc_cpu(self.redis_pid)[1]}
+        groups: dict[str, dict[int, float]] = {self.me: {pid: proc_cpu(pid)[1]}, "postgres": {}}
+        groups["redis"] = {self.redis_pid: proc_cpu(self.redis_pid)[1]}
         for w in self.workers:
             if w.proc is not None and w.proc.poll() is None:
                 group = groups.setdefault(w.log_path.stem, {})
-                for p in [w.proc.pid, *_descendants(w.proc.pid)]:
-                    group[p] = _proc_cpu(p)[1]
+                for p in [w.proc.pid, *descendants(w.proc.pid)]:
+                    group[p] = proc_cpu(p)[1]
         for name, root in self.processes.items():
-            groups[name] = {p: _proc_cpu(p)[1] for p in [root, *_descendants(root)]}
+            groups[name] = {p: proc_cpu(p)[1] for p in [root, *descendants(root)]}
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
-                name, cpu = _proc_cpu(int(entry.name))
+                name, cpu = proc_cpu(int(entry.name))
                 if name == "postgres" and f" {self.database} " in _cmdline(int(entry.name)):
                     groups["postgres"][int(entry.name)] = cpu
         if self.host_wide:
-            busy, steal = _host_cpu()
+            busy, steal = host_cpu()
             groups["host"], groups["steal"] = {0: busy}, {0: steal}
         return groups
 

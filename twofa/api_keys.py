@@ -49,13 +49,15 @@ def authenticate(session: Session, key: str, clock: Clock = SYSTEM_CLOCK) -> Use
     parts = key.split("_", 2) if isinstance(key, str) else []
     if len(parts) != 3 or parts[0] != KEY_PREFIX:
         raise InvalidApiKey()
-    row = session.execute(select(ApiKey).where(ApiKey.prefix == parts[1])).scalar_one_or_none()
-    if row is None or row.revoked_at is not None or not crypto.same(row.key_hash, crypto.token_hash(key)):
+    found = session.execute(
+        select(ApiKey, User).join(User, User.id == ApiKey.user_id).where(ApiKey.prefix == parts[1])
+    ).first()  # the key and its owner in one statement
+    if found is None:
+        raise InvalidApiKey()
+    row, user = found
+    if row.revoked_at is not None or not crypto.same(row.key_hash, crypto.token_hash(key)):
         raise InvalidApiKey()
     row.last_used_at = clock.now()
-    user = session.get(User, row.user_id)
-    if user is None:
-        raise InvalidApiKey()
     return user
 
 

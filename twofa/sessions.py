@@ -73,15 +73,21 @@ def issue(
     )
 
 
-def authenticate(session: Session, token: str, clock: Clock = SYSTEM_CLOCK) -> UserSession:
-    row = session.execute(
-        select(UserSession).where(UserSession.token_hash == crypto.token_hash(token))
-    ).scalar_one_or_none()
+def authenticate(session: Session, token: str, clock: Clock = SYSTEM_CLOCK) -> tuple[UserSession, User]:
+    """The live session ``token`` names, and its user (one statement)."""
+    found = session.execute(
+        select(UserSession, User)
+        .join(User, User.id == UserSession.user_id)
+        .where(UserSession.token_hash == crypto.token_hash(token))
+    ).first()
     now = clock.now()
-    if row is None or row.revoked_at is not None or row.expires_at <= now:
+    if found is None:
+        raise InvalidSession()
+    row, user = found
+    if row.revoked_at is not None or row.expires_at <= now:
         raise InvalidSession()
     row.last_seen_at = now
-    return row
+    return row, user
 
 
 def list_active(session: Session, user_id: int, clock: Clock = SYSTEM_CLOCK) -> Sequence[UserSession]:

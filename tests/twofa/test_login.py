@@ -6,7 +6,7 @@ import threading
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.helpers import PASSWORD, enrol_totp, make_user
@@ -52,7 +52,11 @@ def test_password_only_without_2fa(factory: sessionmaker[Session], clock: Frozen
         result = logins.login_with_password(s, "Alice@Example.com ", PASSWORD, WEB, clock)
     assert isinstance(result, logins.LoggedIn) and not result.session.twofa_verified
     with factory() as s:
-        assert sessions.authenticate(s, result.session.token, clock).user_id == result.session.user_id
+        statements: list[str] = []
+        event.listen(s, "do_orm_execute", lambda state: statements.append(str(state.statement)))
+        row, owner = sessions.authenticate(s, result.session.token, clock)
+        assert (row.user_id, owner.id, owner.email) == (result.session.user_id, row.user_id, "alice@example.com")
+        assert len(statements) == 1  # the session row and its user in one statement
     assert history(factory) == [("success", "password", False)]
 
 
