@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -20,7 +23,14 @@ def create_app(
     factory: sessionmaker[Session] | None = None, clock: Clock = SYSTEM_CLOCK, limiter: Limiter | None = None
 ) -> FastAPI:
     settings = get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await app.state.limiter.aclose()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Wevion two-factor authentication",
         version="1",
         description="Sign-in with a second factor, 2FA set-up and management, API keys, and org 2FA policies.",

@@ -53,9 +53,11 @@ class Ctx:
             yield session
 
     def limit(self, key: str, limit: int, window: int = 60) -> None:
-        wait = self.limiter.hit(key, limit, window)
-        if wait is not None:
-            raise ApiError(429, "rate_limited", "too many requests; slow down", retry_after=wait)
+        _refuse_after(self.limiter.hit(key, limit, window))
+
+    async def alimit(self, key: str, limit: int, window: int = 60) -> None:
+        """``limit`` on the event loop."""
+        _refuse_after(await self.limiter.ahit(key, limit, window))
 
     def limit_auth(self, email: str | None = None) -> None:
         """The stricter limits of the endpoints that check passwords and codes."""
@@ -84,12 +86,18 @@ class Ctx:
         return Principal(user=owner, session_id=row.id, api_key_id=None, scope=row.scope)
 
 
+def _refuse_after(wait: int | None) -> None:
+    if wait is not None:
+        raise ApiError(429, "rate_limited", "too many requests; slow down", retry_after=wait)
+
+
 __all__ = ["Ctx", "DomainError", "Principal"]
 
 
-def get_ctx(request: Request) -> Ctx:
-    """The FastAPI dependency: a context per request, with the overall per-IP limit applied."""
+async def get_ctx(request: Request) -> Ctx:
+    """The FastAPI dependency: a context per request, with the overall per-IP limit applied. A coroutine, so that it
+    runs on the event loop rather than in a trip to the thread pool (``api.routing``)."""
     state = request.app.state
     ctx = Ctx(state.factory, state.clock, state.settings, state.limiter, request)
-    ctx.limit(f"ip:{ctx.client.ip}", state.settings.ratelimit_per_ip)
+    await ctx.alimit(f"ip:{ctx.client.ip}", state.settings.ratelimit_per_ip)
     return ctx

@@ -1,5 +1,8 @@
 """Request limits per client IP and per account: fixed windows counted in Redis (shared by every API process) or,
-without Redis, in this process."""
+without Redis, in this process.
+
+``hit`` is for code in a worker thread (the endpoints); ``ahit`` for the event loop (the per-request dependency),
+which must not wait on a blocking Redis call."""
 
 from __future__ import annotations
 
@@ -10,12 +13,26 @@ from collections.abc import Callable
 from typing import Protocol
 
 import redis
+import redis.asyncio
 
 
 class Limiter(Protocol):
     def hit(self, key: str, limit: int, window: int) -> int | None:
         """Count one request; the seconds to wait when ``limit`` per ``window`` seconds is exceeded, else None."""
         ...
+
+    async def ahit(self, key: str, limit: int, window: int) -> int | None:
+        """``hit`` for the event loop."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections (the application's shutdown)."""
+        ...
+
+
+def _wait(count: int, limit: int, bucket: int, window: int, now: float) -> int | None:
+    """None within the limit, else the whole seconds until the window ends (at least 1)."""
+    return None if count <= limit else int((bucket + 1) * window - now) + 1
 
 
 class MemoryLimiter:
@@ -32,23 +49,44 @@ class MemoryLimiter:
                 self._counts = {k: v for k, v in self._counts.items() if k[1] >= bucket}
             count = self._counts.get((key, bucket), 0) + 1
             self._counts[(key, bucket)] = count
-        return None if count <= limit else int((bucket + 1) * window - now) + 1
+        return _wait(count, limit, bucket, window, now)
+
+    async def ahit(self, key: str, limit: int, window: int) -> int | None:
+        return self.hit(key, limit, window)  # a dictionary update under a lock: nothing to wait for
+
+    async def aclose(self) -> None:
+        pass
 
 
 class RedisLimiter:
     def __init__(self, url: str, prefix: str = "twofa:rl:") -> None:
         self.client = redis.Redis.from_url(url)
+        self.aclient = redis.asyncio.Redis.from_url(url)  # connects on first use, in the serving event loop
         self.prefix = prefix
 
-    def hit(self, key: str, limit: int, window: int) -> int | None:
+    def _name(self, key: str, window: int) -> tuple[str, int, float]:
         now = time.time()
         bucket = int(now // window)
-        name = f"{self.prefix}{key}:{bucket}"
+        return f"{self.prefix}{key}:{bucket}", bucket, now
+
+    def hit(self, key: str, limit: int, window: int) -> int | None:
+        name, bucket, now = self._name(key, window)
         pipe = self.client.pipeline()
         pipe.incr(name)
         pipe.expire(name, window + 1)
-        count = int(pipe.execute()[0])
-        return None if count <= limit else int((bucket + 1) * window - now) + 1
+        return _wait(int(pipe.execute()[0]), limit, bucket, window, now)
+
+    async def ahit(self, key: str, limit: int, window: int) -> int | None:
+        name, bucket, now = self._name(key, window)
+        async with self.aclient.pipeline() as pipe:
+            pipe.incr(name)
+            pipe.expire(name, window + 1)
+            count = int((await pipe.execute())[0])
+        return _wait(count, limit, bucket, window, now)
+
+    async def aclose(self) -> None:
+        await self.aclient.aclose()
+        self.client.close()
 
 
 def account_key(email: str) -> str:

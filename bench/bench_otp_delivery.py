@@ -463,8 +463,8 @@ def run(b: Run) -> None:
         wait_for_quiet_host(a.quiet_wait)
 
     # 1-2. One worker: otp, mail and the bench queue, two prefork children, SMTP connection reused.
-    main = b.worker("worker", queues=f"otp,mail,{BENCH_QUEUE}", concurrency=2)
-    say(f"worker ready: queues otp,mail,{BENCH_QUEUE}, concurrency 2, prefork (log {main.log_path})")
+    main = b.worker("worker", queues=f"otp,mail,{BENCH_QUEUE}", concurrency=a.concurrency)
+    say(f"worker ready: queues otp,mail,{BENCH_QUEUE}, concurrency {a.concurrency}, prefork (log {main.log_path})")
     noop_throughput(b.client, r, 200)  # warm-up
     b.warm_up()
 
@@ -585,7 +585,7 @@ def run(b: Run) -> None:
         w = b.worker(
             f"worker-reuse-{reuse}",
             queues=f"otp,mail,{BENCH_QUEUE}",
-            concurrency=2,
+            concurrency=a.concurrency,
             TWOFA_SMTP_REUSE_CONNECTION=str(reuse).lower(),
         )
         b.warm_up()
@@ -665,6 +665,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--worker-otp", type=int, default=1500, help="codes for the worker-only throughput (default 1500)")
     p.add_argument("--seconds", type=float, default=12, help="length of each latency window (default 12)")
     p.add_argument("--reuse-users", type=int, default=1000, help="codes per SMTP reuse measurement (default 1000)")
+    p.add_argument("--concurrency", type=int, default=2, help="prefork children of the worker (default 2)")
     p.add_argument("--producers", type=int, default=4, help="API threads at saturation (default 4)")
     p.add_argument(
         "--quiet-wait",

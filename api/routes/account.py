@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 
 from api.context import Ctx, get_ctx
+from api.routing import Router
 from api.schemas import ApiKeyCreated, ApiKeyInfo, ApiKeyRequest, Done, HistoryEntry, SessionInfo
 from twofa import api_keys, logins, sessions
 from twofa.models import ApiKey
 
-router = APIRouter(tags=["account"])
+router = Router(tags=["account"])
 CtxDep = Annotated[Ctx, Depends(get_ctx)]
 
 

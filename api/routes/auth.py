@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 
 from api.context import Ctx, get_ctx
 from api.errors import ErrorResponse
+from api.routing import Router
 from api.schemas import Accepted, Done, EmailOtpRequest, LoginRequest, LoginResponse, SecondFactorRequest, SessionOut
 from twofa import enrolment, logins, manage, sessions
 from twofa.errors import TwoFactorNotEnabled
 from twofa.sessions import IssuedSession
 
-router = APIRouter(tags=["sign-in"])
+router = Router(tags=["sign-in"])
 CtxDep = Annotated[Ctx, Depends(get_ctx)]
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import Depends, Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.context import Ctx, Principal, get_ctx
 from api.errors import ApiError
+from api.routing import Router
 from api.schemas import CoverageResponse, PolicyResponse, PolicyUpdate
 from policies.rules import Policy, get_policy, set_policy
 from reports import compute
@@ -17,7 +18,7 @@ from reports.extract import members
 from twofa import accounts
 from twofa.models import Membership, Organization
 
-router = APIRouter(tags=["organisations"])
+router = Router(tags=["organisations"])
 CtxDep = Annotated[Ctx, Depends(get_ctx)]
 Slug = Annotated[str, Path(min_length=1, max_length=63)]
 MANAGERS = ("owner", "admin", "super_admin")

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 
 from api.context import Ctx, get_ctx
+from api.routing import Router
 from api.schemas import BackupCodesResponse, CodeRequest, DisableRequest, Done, SetupResponse, StatusResponse
 from policies.evaluate import evaluate
 from policies.verdicts import Overdue, Pending
 from twofa import enrolment, manage
 
-router = APIRouter(tags=["two-factor authentication"])
+router = Router(tags=["two-factor authentication"])
 CtxDep = Annotated[Ctx, Depends(get_ctx)]
 
 

@@ -64,6 +64,27 @@ def test_every_template_has_a_sample_and_renders_multipart(project_root: Path) -
         assert [p.get_content_type() for p in parsed(msg).iter_parts()] == ["text/plain", "text/html"], name
 
 
+def test_part_boundaries_are_fresh_and_cannot_occur_in_a_body() -> None:
+    def build(**extra: Any) -> Any:
+        return build_message(
+            template="weekly_report",
+            context=BASE | SAMPLE["weekly_report"],
+            to="u@example.com",
+            message_id="<b@y>",
+            **extra,
+        )
+
+    attachment = ("report.csv", "text/csv", b"--=_ looks like a boundary\r\n" * 50)
+    first, second = build(), build(attachments=[attachment])
+    boundaries = [first.get_boundary(), second.get_boundary(), second.get_payload(0).get_boundary()]
+    assert len(set(boundaries)) == 3 and all(b and b.startswith("=_") for b in boundaries)
+    raw = second.as_bytes()
+    assert raw.count(f"--{boundaries[1]}".encode()) == 3  # two parts and the closing line: nowhere else
+    reread = parsed(second)
+    assert [p.get_content_type() for p in reread.walk()][-1] == "text/csv"
+    assert reread.get_payload()[-1].get_content() == attachment[2].decode()
+
+
 def test_html_is_autoescaped_and_text_is_not() -> None:
     msg = build_message(
         template="api_key_created", context=BASE | SAMPLE["api_key_created"], to="u@example.com", message_id="<x@y>"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from email.header import Header
 from email.message import Message
 from email.mime.application import MIMEApplication
@@ -54,12 +55,12 @@ def build_message(
     settings = get_settings()
     # Every template may use these; the caller's context wins.
     subject, text, html = render(template, {"issuer": settings.issuer, "email": to} | context)
-    body = MIMEMultipart("alternative")
+    body = MIMEMultipart("alternative", boundary=_boundary())
     body.attach(MIMEText(text, "plain", "utf-8"))
     body.attach(MIMEText(html, "html", "utf-8"))
     msg: Message = body
     if attachments:
-        msg = MIMEMultipart("mixed")
+        msg = MIMEMultipart("mixed", boundary=_boundary())
         msg.attach(body)
         for filename, mimetype, data in attachments:
             maintype, _, subtype = mimetype.partition("/")
@@ -72,6 +73,13 @@ def build_message(
     msg["Message-ID"] = message_id
     msg["Date"] = format_datetime(clock.now())
     return msg
+
+
+def _boundary() -> str:
+    """A part boundary no body can contain: every part is base64 (``MIMEText`` with utf-8, ``MIMEApplication``),
+    whose alphabet has no ``=_``. Left to itself, the generator makes one and compiles a regular expression per
+    message to search the bodies for it."""
+    return f"=_{secrets.token_hex(16)}"
 
 
 def _address(value: str) -> str:
