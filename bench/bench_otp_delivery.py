@@ -6,13 +6,13 @@ process of its own (spawned): each request loads the user and issues one email c
 outbox dispatcher publishes the row id after the commit. Latency is the SMTP server's arrival time minus the moment
 just before the request's transaction began (both ``time.monotonic()``, which is host-wide on Linux).
 
-Phases: no-op task throughput; OTP throughput at saturation, end to end, and the worker's part alone (rows
-committed first, then their ids published back to back, as the no-op's are: the goal's ratio, task against task);
-latency at an open-loop half of the end-to-end maximum; the same while a CPU-heavy report task runs in another
-worker (a reports-only worker, which lowers its priority as deployed); the worker's throughput with one SMTP
-connection per message against a reused one. Each phase also reports where the CPU went, and flags itself as
-disturbed when other jobs on the host took a share of it. The last line of stdout is one JSON object with every
-figure and the goals.
+Phases: the goal's ratio, task against task: no-op task throughput and the OTP task's (its worker's part alone: rows
+committed first, then their ids published back to back, as the no-op's are), in alternating rounds; OTP throughput
+at saturation, end to end; latency at an open-loop half of the end-to-end maximum; the same while a CPU-heavy
+report task runs in another worker (a reports-only worker, which lowers its priority as deployed); the worker's
+throughput with one SMTP connection per message against a reused one. Each phase also reports where the CPU went,
+and flags itself as disturbed when other jobs on the host took a share of it. The last line of stdout is one JSON
+object with every figure and the goals.
 
     .venv/bin/python bench/bench_otp_delivery.py [--help]
 """
@@ -129,6 +129,30 @@ def arrivals_by_address(smtp: SmtpServer, base: int, expected: set[str]) -> dict
         missing, extra = expected - set(found), set(found) - expected
         raise RuntimeError(f"{len(missing)} expected emails missing, {len(extra)} unexpected: {sorted(extra)[:3]}")
     return found
+
+
+@dataclass
+class Totals:
+    """A throughput measured over several rounds: counts, seconds and CPU added up."""
+
+    count: int = 0
+    seconds: float = 0.0
+    publish_s: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    def add(self, count: int, seconds: float, publish_s: float, cpu: dict[str, float]) -> None:
+        self.count += count
+        self.seconds += seconds
+        self.publish_s += publish_s
+        for group, used in cpu.items():
+            self.cpu[group] = self.cpu.get(group, 0.0) + used
+
+    @property
+    def tps(self) -> float:
+        return self.count / self.seconds
+
+    def rounded_cpu(self) -> dict[str, float]:
+        return {group: round(used, 2) for group, used in self.cpu.items()}
 
 
 @dataclass
@@ -443,13 +467,13 @@ def wait_for_quiet_host(limit: float, busy_cores: float = 0.3) -> None:
             return
 
 
-def cpu_report(b: Run, phase: str, meter: CpuMeter, seconds: float) -> None:
+def cpu_report(b: Run, phase: str, used: dict[str, float], seconds: float) -> None:
     """Print where the CPU went during ``phase``; note the phase as disturbed when other jobs or the hypervisor took
     more than a tenth of the host."""
-    parts = ", ".join(f"{k} {v:.2f}" for k, v in meter.used.items())
+    parts = ", ".join(f"{k} {v:.2f}" for k, v in used.items())
     cores = os.cpu_count() or 1
     say(f"    CPU seconds over {seconds:.2f} s of wall time ({cores} cores = {cores * seconds:.2f}): {parts}")
-    taken = (meter.used["other"] + meter.used["steal"]) / seconds
+    taken = (used["other"] + used["steal"]) / seconds
     if taken > 0.1 * cores:
         say(f"    NOTE: {taken:.2f} cores went to other jobs or the hypervisor: a disturbed figure")
         b.disturbed[phase] = round(taken, 2)
@@ -468,17 +492,44 @@ def run(b: Run) -> None:
     noop_throughput(b.client, r, 200)  # warm-up
     b.warm_up()
 
-    # 3. No-op throughput.
-    with b.meter() as meter:
-        noop_tps, noop_s, noop_publish_s = noop_throughput(b.client, r, a.noop)
+    # 3. The goal's ratio, task against task: no-op tasks and the OTP task's worker part (rows committed first, then
+    # their ids published back to back, like the no-op's) in alternating rounds, so that drift in the host's speed
+    # falls on both alike.
+    noop = Totals()
+    wonly = Totals()
+    for i in range(a.rounds):
+        with b.meter() as meter:
+            round_tps, seconds, publish_s = noop_throughput(b.client, r, a.noop // a.rounds)
+        noop.add(a.noop // a.rounds, seconds, publish_s, meter.used)
+        users = b.users(a.worker_otp // a.rounds)
+        held = commit_held(b.factory, users, a.producers)
+        time.sleep(0.5)
+        with b.meter() as meter:
+            wsat = worker_throughput(b.smtp, users, held, b.dispatcher)
+        wonly.add(wsat.requests, wsat.seconds, wsat.issue_seconds, meter.used)
+        share = wsat.tps / round_tps
+        say(f"round {i + 1}: no-op {round_tps:.0f} tasks/s, OTP worker part {wsat.tps:.0f}/s ({share:.1%})")
+    noop_tps = noop.tps
     say(
-        f"no-op task: {a.noop} (published in {noop_publish_s:.2f} s), all run after {noop_s:.2f} s "
-        f"= {noop_tps:.0f} tasks/s"
+        f"no-op task: {noop.count} in {a.rounds} rounds (published in {noop.publish_s:.2f} s), all run after "
+        f"{noop.seconds:.2f} s = {noop_tps:.0f} tasks/s"
     )
-    cpu_report(b, "noop", meter, noop_s)
-    b.results.update(noop_tps=round(noop_tps, 1), noop_cpu_s=meter.used)
+    cpu_report(b, "noop", noop.cpu, noop.seconds)
+    say(
+        f"email OTP, worker only ({wonly.count} rows committed beforehand, {a.rounds} rounds, ids published in "
+        f"{wonly.publish_s:.2f} s): all accepted after {wonly.seconds:.2f} s = {wonly.tps:.0f} OTP/s; "
+        f"{wonly.tps / noop_tps:.1%} of the no-op task's throughput"
+    )
+    cpu_report(b, "otp_worker", wonly.cpu, wonly.seconds)
+    b.results.update(
+        noop_tps=round(noop_tps, 1),
+        noop_cpu_s=noop.rounded_cpu(),
+        otp_worker_tps=round(wonly.tps, 1),
+        otp_worker_vs_noop=round(wonly.tps / noop_tps, 3),
+        otp_worker_cpu_s=wonly.rounded_cpu(),
+    )
 
-    # 4. OTP throughput at saturation.
+    # 4. OTP throughput at saturation, end to end: the API's side as well.
     users = b.users(a.otp)
     time.sleep(0.5)
     with b.meter() as meter:
@@ -489,28 +540,12 @@ def run(b: Run) -> None:
         f"{sat.issue_seconds:.2f} s ({sat.issue_rate:.0f}/s), all accepted by SMTP after {sat.seconds:.2f} s "
         f"= {sat.tps:.0f} OTP/s; {ratio:.1%} of the no-op task's throughput"
     )
-    cpu_report(b, "otp", meter, sat.seconds)
+    cpu_report(b, "otp", meter.used, sat.seconds)
     b.results.update(
         otp_tps=round(sat.tps, 1),
         otp_vs_noop=round(ratio, 3),
         otp_issue_rate=round(sat.issue_rate, 1),
         otp_cpu_s=meter.used,
-    )
-
-    # 4b. The worker's part alone: rows committed first, then their ids published back to back (like the no-op).
-    users = b.users(a.worker_otp)
-    held = commit_held(b.factory, users, a.producers)
-    time.sleep(0.5)
-    with b.meter() as meter:
-        wsat = worker_throughput(b.smtp, users, held, b.dispatcher)
-    say(
-        f"email OTP, worker only ({wsat.requests} rows committed beforehand, ids published in "
-        f"{wsat.issue_seconds:.2f} s): all accepted after {wsat.seconds:.2f} s = {wsat.tps:.0f} OTP/s; "
-        f"{wsat.tps / noop_tps:.1%} of the no-op task's throughput"
-    )
-    cpu_report(b, "otp_worker", meter, wsat.seconds)
-    b.results.update(
-        otp_worker_tps=round(wsat.tps, 1), otp_worker_vs_noop=round(wsat.tps / noop_tps, 3), otp_worker_cpu_s=meter.used
     )
 
     # 5. Latency at half the maximum load, open loop.
@@ -521,7 +556,7 @@ def run(b: Run) -> None:
         lat = paced(b.api, b.smtp, users, rate, a.producers * 2)
     window = lat.last_arrival - lat.first_start
     say(f"latency at half load ({rate:.0f} requests/s for {a.seconds:.0f} s, {len(users)} requests): {lat.describe()}")
-    cpu_report(b, "half_load", meter, window)
+    cpu_report(b, "half_load", meter.used, window)
     b.results.update(
         half_load_rate=round(rate, 1),
         p50_ms=round(lat.p(50), 2),
@@ -557,7 +592,7 @@ def run(b: Run) -> None:
         f"latency at half load with a report running ({report_done - report_started:.1f} s of pandas group-bys, "
         f"{int(r.get(f'{flag}:rounds') or 0)} rounds{nice}; it covered {overlap:.0%} of the window): {lat_r.describe()}"
     )
-    cpu_report(b, "with_report", meter, lat_r.last_arrival - lat_r.first_start)
+    cpu_report(b, "with_report", meter.used, lat_r.last_arrival - lat_r.first_start)
     if not report_running or overlap < 0.99:
         say("    WARNING: the report did not run for the whole latency window")
     b.stop(reports)
@@ -589,7 +624,7 @@ def run(b: Run) -> None:
             TWOFA_SMTP_REUSE_CONNECTION=str(reuse).lower(),
         )
         b.warm_up()
-        # The worker's part alone, as in 4b: the API's side would hide what the connection costs the worker.
+        # The worker's part alone, as in phase 3: the API's side would hide what the connection costs the worker.
         users = b.users(a.reuse_users)
         held = commit_held(b.factory, users, a.producers)
         time.sleep(0.5)
@@ -598,7 +633,7 @@ def run(b: Run) -> None:
         b.stop(w)
         tps[reuse] = sat.tps
         say(f"SMTP connection {'reused' if reuse else 'per message'}: {sat.requests} OTPs, {sat.tps:.0f} OTP/s")
-        cpu_report(b, "reuse" if reuse else "per_message", meter, sat.seconds)
+        cpu_report(b, "reuse" if reuse else "per_message", meter.used, sat.seconds)
     reuse_ratio = tps[True] / tps[False]
     say(f"reused / per message: {reuse_ratio:.2f}x")
     b.results.update(
@@ -660,9 +695,17 @@ def services(args: argparse.Namespace) -> Iterator[Run]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--noop", type=int, default=2000, help="no-op tasks (default 2000)")
+    p.add_argument("--noop", type=int, default=3000, help="no-op tasks, over all rounds (default 3000)")
     p.add_argument("--otp", type=int, default=1000, help="users (one code each) at saturation (default 1000)")
-    p.add_argument("--worker-otp", type=int, default=1500, help="codes for the worker-only throughput (default 1500)")
+    p.add_argument(
+        "--worker-otp",
+        type=int,
+        default=1800,
+        help="codes for the worker-only throughput, over all rounds (default 1800)",
+    )
+    p.add_argument(
+        "--rounds", type=int, default=3, help="alternating rounds of no-op and OTP worker throughput (default 3)"
+    )
     p.add_argument("--seconds", type=float, default=12, help="length of each latency window (default 12)")
     p.add_argument("--reuse-users", type=int, default=1000, help="codes per SMTP reuse measurement (default 1000)")
     p.add_argument("--concurrency", type=int, default=2, help="prefork children of the worker (default 2)")

@@ -24,7 +24,7 @@ from twofa.errors import (
     TooManyAttempts,
     recorded,
 )
-from twofa.models import LoginChallenge, LoginHistory, User
+from twofa.models import LoginChallenge, LoginHistory, TotpDevice, User
 from twofa.passwords import verify_password
 from twofa.sessions import Client, IssuedSession
 from twofa.settings import get_settings
@@ -190,9 +190,19 @@ def _send_login_code(session: Session, user: User, challenge_id: int, clock: Clo
 
 
 # The challenge and its user, locked together in one statement: the second step of every login starts here.
+# With the user's confirmed TOTP device, if any (at most one per user), so that checking an app code needs no
+# statement of its own.
 _OPEN_CHALLENGE = (
-    select(User, LoginChallenge.id, LoginChallenge.completed_at, LoginChallenge.expires_at)
+    select(
+        User,
+        LoginChallenge.id,
+        LoginChallenge.completed_at,
+        LoginChallenge.expires_at,
+        TotpDevice.id,
+        TotpDevice.secret_ciphertext,
+    )
     .join(LoginChallenge, LoginChallenge.user_id == User.id)
+    .outerjoin(TotpDevice, (TotpDevice.user_id == User.id) & TotpDevice.confirmed_at.is_not(None))
     .where(LoginChallenge.token_hash == bindparam("token_hash"))
     .with_for_update(of=(LoginChallenge.__table__, User.__table__))
     .execution_options(populate_existing=True)
@@ -204,25 +214,34 @@ _COMPLETE_CHALLENGE = (
 )
 
 
-def _open_challenge(session: Session, token: str, clock: Clock) -> tuple[int, User]:
-    """(challenge id, user) of the open login challenge ``token``; both rows locked for the transaction."""
+@dataclass(frozen=True)
+class _Open:
+    challenge_id: int
+    user: User
+    device: second_factor.ConfirmedDevice | None
+
+
+def _open_challenge(session: Session, token: str, clock: Clock) -> _Open:
+    """The open login challenge ``token``, its user and their confirmed TOTP device; the challenge and the user are
+    locked for the transaction."""
     if not isinstance(token, str) or not token:
         raise ChallengeInvalid()
     found = session.execute(_OPEN_CHALLENGE, {"token_hash": crypto.token_hash(token)}).first()
     if found is None:
         raise ChallengeInvalid()
-    user, challenge_id, completed_at, expires_at = found
+    user, challenge_id, completed_at, expires_at, device_id, secret_ciphertext = found
     if completed_at is not None or expires_at <= clock.now():
         raise ChallengeInvalid()
-    return challenge_id, user
+    device = None if device_id is None else second_factor.ConfirmedDevice(device_id, secret_ciphertext)
+    return _Open(challenge_id, user, device)
 
 
 def resend_login_code(session: Session, challenge_token: str, clock: Clock = SYSTEM_CLOCK) -> None:
     """Send a fresh email code for an open login (the cooldown and hourly cap apply)."""
-    challenge_id, user = _open_challenge(session, challenge_token, clock)
-    if user.twofa_method != "email":
+    found = _open_challenge(session, challenge_token, clock)
+    if found.user.twofa_method != "email":
         raise ChallengeInvalid("this sign-in does not use email codes")
-    email_otp.issue(session, user, email_otp.LOGIN, challenge_id=challenge_id, clock=clock)
+    email_otp.issue(session, found.user, email_otp.LOGIN, challenge_id=found.challenge_id, clock=clock)
 
 
 _OUTCOME_OF: Sequence[tuple[type[DomainError], str]] = (
@@ -243,9 +262,12 @@ def complete_login(
     clock: Clock = SYSTEM_CLOCK,
 ) -> LoggedIn:
     """The second step: a TOTP code, an email code or a backup code for an open challenge."""
-    challenge_id, user = _open_challenge(session, challenge_token, clock)
+    found = _open_challenge(session, challenge_token, clock)
+    challenge_id, user = found.challenge_id, found.user
     try:
-        used = second_factor.verify(session, user, code, method=method, challenge_id=challenge_id, clock=clock)
+        used = second_factor.verify(
+            session, user, code, method=method, challenge_id=challenge_id, device=found.device, clock=clock
+        )
     except DomainError as exc:
         outcome = next((o for cls, o in _OUTCOME_OF if isinstance(exc, cls)), Outcome.BAD_CODE)
         record(
