@@ -121,7 +121,7 @@ def arrivals_by_address(smtp: SmtpServer, base: int, expected: set[str]) -> dict
     """SMTP acceptance time per recipient, for the emails received since ``base``; each expected exactly once."""
     found: dict[str, float] = {}
     for received in smtp.received[base:]:
-        to = str(received.message["To"])
+        (to,) = received.recipients
         if to in found:
             raise RuntimeError(f"two emails to {to}")
         found[to] = received.at

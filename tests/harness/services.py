@@ -95,6 +95,7 @@ class RedisServer:
 class Received:
     raw: bytes
     at: float  # time.monotonic() when accepted
+    recipients: list[str]  # the envelope's (RCPT TO)
 
     @functools.cached_property
     def message(self) -> Message:
@@ -139,7 +140,7 @@ class ScriptedHandler:
         if reply.startswith("250"):
             raw = bytes(envelope.content)
             with self.lock:
-                self.received.append(Received(raw, time.monotonic()))
+                self.received.append(Received(raw, time.monotonic(), list(envelope.rcpt_tos)))
         return reply
 
 

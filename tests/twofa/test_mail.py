@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from email.mime.text import MIMEText
+from email.policy import compat32
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ from tests.harness.services import ScriptedHandler, SmtpServer
 from tests.helpers import parsed
 from twofa.clock import SYSTEM_CLOCK
 from twofa.mail.backends import FileBackend, PermanentMailError, SmtpBackend, TransientMailError
-from twofa.mail.render import build_message
+from twofa.mail.render import build_message, text_part
 from twofa.settings import Settings, get_settings
 
 SAMPLE: dict[str, dict[str, Any]] = {
@@ -83,6 +85,27 @@ def test_part_boundaries_are_fresh_and_cannot_occur_in_a_body() -> None:
     reread = parsed(second)
     assert [p.get_content_type() for p in reread.walk()][-1] == "text/csv"
     assert reread.get_payload()[-1].get_content() == attachment[2].decode()
+
+
+def test_messages_are_written_as_compat32_writes_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The header short cut of ``render.POLICY`` changes nothing in the bytes: every template, a non-ASCII sender
+    name and subject, a long subject that must be folded, an attachment."""
+    monkeypatch.setenv("TWOFA_MAIL_FROM", "Wévion Sécurité <noreply@wevion.ai>")
+    cases = [(name, BASE | context, []) for name, context in SAMPLE.items()]
+    cases.append(("policy_reminder", BASE | SAMPLE["policy_reminder"] | {"org_name": "Ü" * 3 + " Corp " * 30}, []))
+    cases.append(("weekly_report", BASE | SAMPLE["weekly_report"], [("r.csv", "text/csv", b"a,b\r\n1,2\r\n")]))
+    for name, context, attachments in cases:
+        msg = build_message(
+            template=name, context=context, to="Zoë <zoe@example.com>", message_id="<m@x>", attachments=attachments
+        )
+        assert msg.as_bytes() == msg.as_bytes(policy=compat32), name
+        assert msg.as_string() == msg.as_string(policy=compat32), name
+
+
+@pytest.mark.parametrize("text", ["", "Your code: 123456\n", "Grüße, «Wevion» 🔐\n" * 40, "x" * 200 + "\r\n"])
+@pytest.mark.parametrize("subtype", ["plain", "html", "csv"])
+def test_text_parts_are_what_mimetext_makes(text: str, subtype: str) -> None:
+    assert text_part(text, subtype).as_bytes() == MIMEText(text, subtype, "utf-8").as_bytes()
 
 
 def test_html_is_autoescaped_and_text_is_not() -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import secrets
+from email import base64mime
+from email._policybase import Compat32
 from email.header import Header
 from email.message import Message
 from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
+from email.mime.nonmultipart import MIMENonMultipart
 from email.utils import format_datetime, formataddr, parseaddr
 from functools import lru_cache
 from pathlib import Path
@@ -38,6 +40,33 @@ def render(template: str, context: dict[str, Any]) -> tuple[str, str, str]:
     return " ".join(subject.split()), text, html
 
 
+class _Compat32(Compat32):
+    """``compat32``, with a short cut for the headers this module writes: a one-line ASCII value that fits is written as
+    it is, which is what ``Header`` folding produces for it, without building a ``Header`` per header (about 30 µs
+    each, a third of the CPU that building and writing an email costs). Anything else is folded as before."""
+
+    def _as_is(self, name: str, value: object) -> str | None:
+        if (
+            isinstance(value, str)
+            and value.isascii()
+            and "\n" not in value
+            and "\r" not in value
+            and len(name) + 2 + len(value) <= (self.max_line_length or 78)
+        ):
+            return f"{name}: {value}{self.linesep}"
+        return None
+
+    def fold(self, name: str, value: str) -> str:
+        return self._as_is(name, value) or super().fold(name, value)
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        line = self._as_is(name, value)
+        return line.encode("ascii") if line is not None else super().fold_binary(name, value)
+
+
+POLICY = _Compat32()
+
+
 def build_message(
     *,
     template: str,
@@ -55,19 +84,19 @@ def build_message(
     settings = get_settings()
     # Every template may use these; the caller's context wins.
     subject, text, html = render(template, {"issuer": settings.issuer, "email": to} | context)
-    body = MIMEMultipart("alternative", boundary=_boundary())
-    body.attach(MIMEText(text, "plain", "utf-8"))
-    body.attach(MIMEText(html, "html", "utf-8"))
+    body = MIMEMultipart("alternative", boundary=_boundary(), policy=POLICY)
+    body.attach(text_part(text, "plain"))
+    body.attach(text_part(html, "html"))
     msg: Message = body
     if attachments:
-        msg = MIMEMultipart("mixed", boundary=_boundary())
+        msg = MIMEMultipart("mixed", boundary=_boundary(), policy=POLICY)
         msg.attach(body)
         for filename, mimetype, data in attachments:
             maintype, _, subtype = mimetype.partition("/")
-            part = MIMEText(data.decode(), subtype, "utf-8") if maintype == "text" else MIMEApplication(data, subtype)
+            part = text_part(data.decode(), subtype) if maintype == "text" else MIMEApplication(data, subtype)
             part.add_header("Content-Disposition", "attachment", filename=filename)
             msg.attach(part)
-    msg["From"] = _address(settings.mail_from)
+    msg["From"] = _address(settings.mail_from)  # cached: the same for every message
     msg["To"] = _address(to)
     msg["Subject"] = subject if subject.isascii() else Header(subject, "utf-8", header_name="Subject").encode()
     msg["Message-ID"] = message_id
@@ -75,13 +104,23 @@ def build_message(
     return msg
 
 
+def text_part(text: str, subtype: str) -> MIMENonMultipart:
+    """What ``MIMEText(text, subtype, "utf-8")`` makes, byte for byte (a test holds it to that), in a fifth of the
+    time: ``MIMEText`` sets the charset parameter it was given a second time, parsing the header to do it."""
+    part = MIMENonMultipart("text", subtype, policy=POLICY, charset="utf-8")
+    part["Content-Transfer-Encoding"] = "base64"
+    part.set_payload(base64mime.body_encode(text.encode("utf-8")))
+    return part
+
+
 def _boundary() -> str:
-    """A part boundary no body can contain: every part is base64 (``MIMEText`` with utf-8, ``MIMEApplication``),
+    """A part boundary no body can contain: every part is base64 (``text_part``, ``MIMEApplication``),
     whose alphabet has no ``=_``. Left to itself, the generator makes one and compiles a regular expression per
     message to search the bodies for it."""
     return f"=_{secrets.token_hex(16)}"
 
 
+@lru_cache(maxsize=256)
 def _address(value: str) -> str:
     name, address = parseaddr(value)
     return formataddr((name, address), charset="utf-8") if name else address
