@@ -452,19 +452,26 @@ class Run:
             w.stop()
 
 
-def wait_for_quiet_host(limit: float, busy_cores: float = 0.3) -> None:
-    """Up to ``limit`` seconds for the rest of the host to use less than ``busy_cores`` (sampled over 2 s)."""
+def wait_for_quiet_host(limit: float, busy_cores: float = 0.3, sample: float = 2.0, tell: bool = True) -> None:
+    """Up to ``limit`` seconds for the host to use less than ``busy_cores`` (sampled over ``sample`` seconds)."""
     deadline = time.monotonic() + limit
     while True:
         before, at = sum(host_cpu()), time.monotonic()
-        time.sleep(2)
+        time.sleep(sample)
         cores = (sum(host_cpu()) - before) / (time.monotonic() - at)
         if cores < busy_cores:
-            say(f"host quiet: {cores:.2f} cores busy")
+            if tell:
+                say(f"host quiet: {cores:.2f} cores busy")
             return
         if time.monotonic() >= deadline:
             say(f"host still busy ({cores:.2f} cores) after {limit:.0f} s; measuring anyway")
             return
+
+
+def settle() -> None:
+    """Before a measured round: what the last phase left behind (PostgreSQL's writes and autovacuum, a worker
+    finishing its log lines) done, so that it does not fall on the next phase alone."""
+    wait_for_quiet_host(10, busy_cores=0.25, sample=0.5, tell=False)
 
 
 def cpu_report(b: Run, phase: str, used: dict[str, float], seconds: float) -> None:
@@ -498,12 +505,13 @@ def run(b: Run) -> None:
     noop = Totals()
     wonly = Totals()
     for i in range(a.rounds):
+        settle()
         with b.meter() as meter:
             round_tps, seconds, publish_s = noop_throughput(b.client, r, a.noop // a.rounds)
         noop.add(a.noop // a.rounds, seconds, publish_s, meter.used)
         users = b.users(a.worker_otp // a.rounds)
         held = commit_held(b.factory, users, a.producers)
-        time.sleep(0.5)
+        settle()
         with b.meter() as meter:
             wsat = worker_throughput(b.smtp, users, held, b.dispatcher)
         wonly.add(wsat.requests, wsat.seconds, wsat.issue_seconds, meter.used)
@@ -695,7 +703,7 @@ def services(args: argparse.Namespace) -> Iterator[Run]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--noop", type=int, default=3000, help="no-op tasks, over all rounds (default 3000)")
+    p.add_argument("--noop", type=int, default=6000, help="no-op tasks, over all rounds (default 6000)")
     p.add_argument("--otp", type=int, default=1000, help="users (one code each) at saturation (default 1000)")
     p.add_argument(
         "--worker-otp",
