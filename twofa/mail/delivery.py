@@ -86,6 +86,8 @@ _CODE_MADE = (
     .where(_e.id == bindparam("cid"))
     .values(code_hash=bindparam("hash", type_=LargeBinary()), delivered_at=bindparam("at", type_=UTCDateTime()))
 )
+# PostgreSQL: both in one statement, one round trip fewer for every email code.
+_MARK_SENT_WITH_CODE = _MARK_SENT.add_cte(_CODE_MADE.cte("code_made"))
 _CODE_UNSENT = (
     update(_otps).where(_e.id == bindparam("cid")).values(delivery_failed_at=bindparam("at", type_=UTCDateTime()))
 )
@@ -108,20 +110,29 @@ def deliver(session: Session, outbox_id: int, backend: MailBackend, clock: Clock
         return _end(conn, outbox_id, Delivery.EXPIRED, "expired before it could be sent")
 
     context = dict(row.context)
+    made: dict[str, Any] | None = None  # the email code's hash, to store with the "sent" mark
     if row.email_otp_id is not None:
         if row.code_invalidated_at is not None or row.code_used_at is not None:
             return _end(conn, outbox_id, Delivery.CANCELLED, "a newer code replaced it")
         if now >= row.code_expires_at:
             conn.execute(_CODE_UNSENT, {"cid": row.email_otp_id, "at": now})
             return _end(conn, outbox_id, Delivery.EXPIRED, "expired before it could be sent")
-        # The code exists only here, in memory, and in the email; the row keeps its keyed hash.
+        # The code exists only here, in memory, and in the email; the row keeps its keyed hash, written in the
+        # transaction that marks the email sent: both or neither.
         code = new_email_code()
-        conn.execute(_CODE_MADE, {"cid": row.email_otp_id, "hash": email_code_hash(row.email_otp_id, code), "at": now})
+        made = {"cid": row.email_otp_id, "hash": email_code_hash(row.email_otp_id, code)}
         context["code"] = code
         context["expires_in_minutes"] = max(1, round((row.code_expires_at - now).total_seconds() / 60))
 
     backend.send(compose(row.template, context, row.to_address, row.message_id, clock))
-    conn.execute(_MARK_SENT, {"oid": outbox_id, "at": now})
+    sent = {"oid": outbox_id, "at": now}
+    if made is None:
+        conn.execute(_MARK_SENT, sent)
+    elif conn.dialect.name == "postgresql":
+        conn.execute(_MARK_SENT_WITH_CODE, sent | made)
+    else:
+        conn.execute(_CODE_MADE, sent | made)
+        conn.execute(_MARK_SENT, sent)
     return Delivery.SENT
 
 
