@@ -192,7 +192,8 @@ def test_demo_runs_from_scratch(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "demo finished" in done.stdout
     assert "Managed by SSO" in done.stdout and "code_reused" in done.stdout
-    assert "went to queue 'otp'" in done.stdout and "11 sent by the worker" in done.stdout
+    assert "went to queue 'otp'" in done.stdout, done.stdout
+    assert "emails: 11 in the outbox, 11 sent by the worker" in done.stdout, done.stdout
     assert "15 days later: policy_escalation (escalation) to owner@demo.wevion.ai" in done.stdout
     assert "enrolment required = True" in done.stdout
     [report] = list((tmp_path / "reports").glob("wevion-demo-*/report.html"))
