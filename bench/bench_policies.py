@@ -523,7 +523,7 @@ def wait_received(smtp: SmtpServer, count: int, timeout: float) -> None:
 def check_arrivals(smtp: SmtpServer, count: int, distinct: int | None = None) -> tuple[float, float]:
     """(first, last) acceptance time of exactly ``count`` emails to ``distinct`` recipients (default: each once)."""
     received = smtp.received
-    recipients = {str(r.message["To"]) for r in received}
+    recipients = {to for r in received for to in r.recipients}
     if len(received) != count or len(recipients) != (distinct or count):
         raise RuntimeError(
             f"expected {count} emails to {distinct or count} recipients, got {len(received)} to {len(recipients)}"

@@ -20,7 +20,7 @@ import json
 import smtplib
 import sys
 import time
-from email.message import EmailMessage
+from email.message import Message
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -29,7 +29,7 @@ from twofa.mail.render import build_message
 from twofa.outbox import new_message_id
 
 
-def reminder_messages(count: int, prefix: str) -> list[EmailMessage]:
+def reminder_messages(count: int, prefix: str) -> list[Message]:
     """Messages like the ones the policy job sends (same template, same kind of context)."""
     return [
         build_message(
