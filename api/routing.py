@@ -1,4 +1,5 @@
-"""The API's router: sync endpoints run in a worker thread, and everything around them on the event loop.
+"""The API's router: sync endpoints run in a worker thread, a few at a time, and everything around them on the
+event loop.
 
 The core is synchronous (SQLAlchemy sessions on psycopg), so an endpoint must leave the event loop while it talks to
 the database. FastAPI does that for a ``def`` endpoint, but then also validates its return value against the
@@ -7,6 +8,10 @@ costs about 0.4 ms of CPU on a 2-vCPU host (futures, wake-ups, GIL hand-overs), 
 request. ``Router`` wraps each ``def`` endpoint in a coroutine that makes exactly one trip: FastAPI sees a coroutine,
 so the response model is applied on the event loop (cheap, no I/O), and our one dependency, ``get_ctx``, is a
 coroutine too.
+
+The trips of a server process share ``TWOFA_API_CONCURRENCY`` slots (anyio's own pool allows 40 threads): each
+holds a database connection, and threads beyond a few only take turns at the GIL, each turn a context switch.
+A router for slow reads (``limited=False``) uses anyio's pool instead, so that it cannot take the sign-in slots.
 """
 
 from __future__ import annotations
@@ -16,23 +21,44 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+import anyio.to_thread
+from anyio import CapacityLimiter
+from anyio.lowlevel import RunVar
 from fastapi import APIRouter
-from starlette.concurrency import run_in_threadpool
+
+from twofa.settings import get_settings
+
+# Per event loop: tests run several servers, each on its own loop.
+_SLOTS: RunVar[CapacityLimiter] = RunVar("twofa_api_slots")
 
 
-def in_thread(endpoint: Callable[..., Any]) -> Callable[..., Any]:
-    """``endpoint`` as a coroutine that runs it in the thread pool. ``functools.wraps`` keeps its signature and
-    annotations, from which FastAPI reads the parameters."""
+def _slots() -> CapacityLimiter:
+    try:
+        return _SLOTS.get()
+    except LookupError:
+        slots = CapacityLimiter(get_settings().api_concurrency)
+        _SLOTS.set(slots)
+        return slots
+
+
+def in_thread(endpoint: Callable[..., Any], *, limited: bool = True) -> Callable[..., Any]:
+    """``endpoint`` as a coroutine that runs it in a worker thread (in one of the API's slots when ``limited``).
+    ``functools.wraps`` keeps its signature and annotations, from which FastAPI reads the parameters."""
 
     @functools.wraps(endpoint)
     async def run(*args: Any, **kwargs: Any) -> Any:
-        return await run_in_threadpool(endpoint, *args, **kwargs)
+        call = functools.partial(endpoint, *args, **kwargs)
+        return await anyio.to_thread.run_sync(call, limiter=_slots() if limited else None)
 
     return run
 
 
 class Router(APIRouter):
+    def __init__(self, *args: Any, limited: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limited = limited
+
     def add_api_route(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         if not inspect.iscoroutinefunction(endpoint):
-            endpoint = in_thread(endpoint)
+            endpoint = in_thread(endpoint, limited=self.limited)
         super().add_api_route(path, endpoint, **kwargs)

@@ -4,14 +4,36 @@ OpenAPI as for any endpoint."""
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import httpx
+import pytest
 import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel
 
 from api.routing import Router
 from tests.harness.services import free_port, wait_for
+
+
+@contextmanager
+def serving(*routers: Router) -> Iterator[str]:
+    app = FastAPI()
+    for router in routers:
+        app.include_router(router)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, 10, what="uvicorn to start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 class Body(BaseModel):
@@ -37,22 +59,11 @@ def test_sync_endpoint_runs_off_the_event_loop_with_its_response_model() -> None
         loop_threads.append(threading.current_thread().name)
         return {}
 
-    app = FastAPI()
-    app.include_router(router)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started, 10, what="uvicorn to start")
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
-            client.get("/loop")
-            answer = client.post("/echo/2", json={"name": "ab"})
-            malformed = client.post("/echo/x", json={"name": "ab"})
-            schema = client.get("/openapi.json").json()
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serving(router) as url, httpx.Client(base_url=url) as client:
+        client.get("/loop")
+        answer = client.post("/echo/2", json={"name": "ab"})
+        malformed = client.post("/echo/x", json={"name": "ab"})
+        schema = client.get("/openapi.json").json()
     assert answer.status_code == 200
     assert answer.json()["name"] == "abab" and "note" not in answer.json()  # the decorator's options still apply
     assert answer.json()["thread"] != loop_threads[0]  # not the event loop's thread
@@ -61,3 +72,47 @@ def test_sync_endpoint_runs_off_the_event_loop_with_its_response_model() -> None
     assert operation["parameters"][0]["name"] == "n"
     assert operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/Body")
     assert operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/Answer")
+
+
+def test_sync_endpoints_share_the_configured_slots(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At most ``TWOFA_API_CONCURRENCY`` requests run a limited router's endpoints at once, across its endpoints;
+    a ``limited=False`` router does not wait for those slots."""
+    monkeypatch.setenv("TWOFA_API_CONCURRENCY", "2")
+    lock = threading.Lock()
+    running = {"limited": 0, "free": 0}
+    peak = {"limited": 0, "free": 0}
+
+    def busy(kind: str) -> dict[str, str]:
+        with lock:
+            running[kind] += 1
+            peak[kind] = max(peak[kind], running[kind])
+        time.sleep(0.2)
+        with lock:
+            running[kind] -= 1
+        return {}
+
+    limited, free = Router(), Router(limited=False)
+
+    @limited.get("/a")
+    def a() -> dict[str, str]:
+        return busy("limited")
+
+    @limited.get("/b")
+    def b() -> dict[str, str]:
+        return busy("limited")
+
+    @free.get("/slow-read")
+    def slow_read() -> dict[str, str]:
+        return busy("free")
+
+    with serving(limited, free) as url:
+
+        def get(path: str) -> int:
+            with httpx.Client(base_url=url, timeout=30) as client:
+                return client.get(path).status_code
+
+        with ThreadPoolExecutor(12) as pool:
+            codes = list(pool.map(get, ["/a", "/b"] * 3 + ["/slow-read"] * 6))
+    assert codes == [200] * 12
+    assert peak["limited"] == 2  # six requests over two endpoints, two at a time
+    assert peak["free"] > 2  # the slow reads did not queue behind them
