@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
@@ -37,7 +38,27 @@ def lower_priority_for_reports(queues: Collection[str], nice: int) -> bool:
     current = os.getpriority(os.PRIO_PROCESS, 0)
     if current < nice:
         os.setpriority(os.PRIO_PROCESS, 0, nice)
+    _lower_autogroup(nice)
     return True
+
+
+AUTOGROUP = Path("/proc/self/autogroup")
+
+
+def _lower_autogroup(nice: int) -> None:
+    """Linux's autogrouping (on by default in many distributions) shares the CPU between sessions first, and a
+    process's nice value counts only against processes of its own session: a report worker started in a session of
+    its own (systemd, ``setsid``) would take half the CPU from the code workers whatever its nice value. Such a
+    worker lowers its session's autogroup as well. In a shared session (a terminal) it does not, as that would lower
+    everything started there. Without autogrouping, or under cgroup CPU control, this changes nothing."""
+    if os.getsid(0) not in (os.getpid(), os.getppid()):  # the session is not this worker's own
+        return
+    try:
+        current = int(AUTOGROUP.read_text().split()[-1])
+        if current < nice:
+            AUTOGROUP.write_text(str(nice))
+    except (OSError, ValueError):
+        pass  # no autogroups here: the process priority above is all there is
 
 
 @worker_process_init.connect

@@ -19,6 +19,15 @@ def niceness_of_pool(worker: Worker) -> set[int]:
     return {os.getpriority(os.PRIO_PROCESS, pid) for pid in worker.children()}
 
 
+def autogroup_nice(pid: int) -> int:
+    """The nice value of the process's autogroup; 0 on a kernel without autogroups."""
+    path = Path(f"/proc/{pid}/autogroup")
+    return int(path.read_text().split()[-1]) if path.exists() else 0
+
+
+AUTOGROUPS = Path("/proc/self/autogroup").exists()
+
+
 def test_report_workers_yield_the_cpu_and_code_workers_do_not(worker_env: dict[str, str], tmp_path: Path) -> None:
     base = os.getpriority(os.PRIO_PROCESS, 0)
     reports = Worker(env=worker_env, log_path=tmp_path / "reports.log", queues="reports", concurrency=2).start()
@@ -26,6 +35,10 @@ def test_report_workers_yield_the_cpu_and_code_workers_do_not(worker_env: dict[s
     try:
         assert niceness_of_pool(reports) == {19}  # TWOFA_REPORTS_NICE, by default the lowest priority
         assert niceness_of_pool(codes) == {base}
+        if AUTOGROUPS:  # each worker leads a session of its own (as under systemd): its autogroup counts too
+            assert reports.proc is not None and codes.proc is not None
+            assert autogroup_nice(reports.proc.pid) == 19
+            assert autogroup_nice(codes.proc.pid) == autogroup_nice(os.getpid()) == 0
     finally:
         reports.stop()
         codes.stop()
@@ -43,16 +56,33 @@ def test_report_workers_yield_the_cpu_and_code_workers_do_not(worker_env: dict[s
 )
 def test_which_workers_lower_their_priority(queues: set[str], nice: int, lowered: bool) -> None:
     # In a child process: a lowered priority cannot be raised again without privileges.
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    assert in_child(queues, nice, own_session=False)[:2] == (lowered, max(base, nice) if lowered else base)
+    if AUTOGROUPS:
+        assert in_child(queues, nice, own_session=True)[2] == (nice if lowered else 0)
+
+
+def test_a_worker_in_a_shared_session_leaves_the_autogroup_alone() -> None:
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    # pytest's session (or the terminal's) is not the worker's to lower
+    assert in_child({"reports"}, 15, own_session=False) == (True, max(base, 15), autogroup_nice(os.getpid()))
+
+
+def in_child(queues: set[str], nice: int, *, own_session: bool) -> tuple[bool, int, int]:
+    """(lowered, process nice, autogroup nice: 0 without autogroups) as a forked child sees them after the call; with
+    ``own_session`` the child first leads a session (and so an autogroup) of its own, as a worker under systemd."""
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover (the child)
         try:
+            if own_session:
+                os.setsid()
             done = lower_priority_for_reports(queues, nice)
-            os.write(write, f"{int(done)} {os.getpriority(os.PRIO_PROCESS, 0)}".encode())
+            group = autogroup_nice(os.getpid())
+            os.write(write, f"{int(done)} {os.getpriority(os.PRIO_PROCESS, 0)} {group}".encode())
         finally:
             os._exit(0)
     os.close(write)
-    answer = os.read(read, 64).decode().split()
+    done, priority, group = (int(v) for v in os.read(read, 64).decode().split())
     os.waitpid(pid, 0)
-    base = os.getpriority(os.PRIO_PROCESS, 0)
-    assert (bool(int(answer[0])), int(answer[1])) == (lowered, max(base, nice) if lowered else base)
+    return bool(done), priority, group
