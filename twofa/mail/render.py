@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import secrets
 from email import base64mime
-from email._policybase import Compat32
 from email.header import Header
 from email.message import Message
 from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
+from email.policy import Compat32
 from email.utils import format_datetime, formataddr, parseaddr
 from functools import lru_cache
 from pathlib import Path
