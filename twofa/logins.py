@@ -191,7 +191,8 @@ def _send_login_code(session: Session, user: User, challenge_id: int, clock: Clo
 
 # The challenge and its user, locked together in one statement: the second step of every login starts here.
 # With the user's confirmed TOTP device, if any (at most one per user), so that checking an app code needs no
-# statement of its own.
+# statement of its own. The device row is not locked (nor can it be, on the nullable side of an outer join): the step
+# update accepts the code only if the device still holds the seed read here.
 _OPEN_CHALLENGE = (
     select(
         User,

@@ -43,10 +43,14 @@ _devices = cast(Table, TotpDevice.__table__)
 _DEVICE = select(_devices.c.id, _devices.c.secret_ciphertext).where(
     _devices.c.user_id == bindparam("user_id"), _devices.c.confirmed_at.is_not(None)
 )
+# The device must still hold the seed the code was checked against: a caller's copy (``ConfirmedDevice``) may come
+# from a snapshot taken before it waited for the user's lock.
 _USE_STEP = (
     update(_devices)
     .where(
         _devices.c.id == bindparam("device_id"),
+        _devices.c.secret_ciphertext == bindparam("ciphertext"),
+        _devices.c.confirmed_at.is_not(None),
         _devices.c.last_used_step.is_(None) | (_devices.c.last_used_step < bindparam("step")),
     )
     .values(last_used_step=bindparam("step"))
@@ -77,7 +81,9 @@ def verify_totp(
     if step is None:
         raise InvalidCode()
     # Atomic: of two submissions of one code, however simultaneous, only one moves last_used_step forward.
-    moved = session.execute(_USE_STEP, {"device_id": device.id, "step": step}).first()
+    moved = session.execute(
+        _USE_STEP, {"device_id": device.id, "ciphertext": device.secret_ciphertext, "step": step}
+    ).first()
     if moved is None:
         audit.record(session, audit.Event.CODE_REPLAY_REFUSED, user_id=user.id, details={"step": step}, clock=clock)
         raise recorded(CodeReused())

@@ -6,11 +6,11 @@ import threading
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.helpers import PASSWORD, enrol_totp, make_user
-from twofa import logins, sessions, totp
+from twofa import crypto, logins, second_factor, sessions, totp
 from twofa.clock import FrozenClock
 from twofa.db import transaction
 from twofa.errors import (
@@ -22,7 +22,7 @@ from twofa.errors import (
     TooManyAttempts,
 )
 from twofa.mail.backends import MemoryBackend
-from twofa.models import AuditEvent, LoginHistory, User
+from twofa.models import AuditEvent, LoginHistory, TotpDevice, User
 from twofa.sessions import Client
 
 WEB = Client(ip="203.0.113.7", user_agent="pytest-browser/1.0")
@@ -119,6 +119,31 @@ def test_a_code_is_accepted_once(factory: sessionmaker[Session], clock: FrozenCl
         refused = s.execute(select(AuditEvent).where(AuditEvent.event == "totp_replay_refused")).scalars().all()
     assert len(refused) == 2
     assert [h for h in history(factory) if h[0] == "code_reused"] == [("code_reused", "totp", False)] * 2
+
+
+def test_a_device_read_before_it_changed_cannot_accept_a_code(
+    factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    """The login reads the device with the challenge; if the seed changed after that read (another transaction),
+    the code checked against the old seed must not be recorded as used, nor accepted."""
+    user = make_user(factory, clock=clock)
+    secret, _ = enrol_totp(factory, user, clock)
+    with factory() as s:
+        device = s.execute(select(TotpDevice).where(TotpDevice.user_id == user.id)).scalar_one()
+        copy = second_factor.ConfirmedDevice(device.id, device.secret_ciphertext)
+        step_before = device.last_used_step  # the confirmation's
+    with transaction(factory) as s:
+        s.execute(
+            update(TotpDevice)
+            .where(TotpDevice.id == copy.id)
+            .values(secret_ciphertext=crypto.encrypt(totp.new_secret()))
+        )
+    clock.advance(seconds=30)  # a fresh step: the old seed's code is right for the copy
+    code = totp.code_at(secret, clock.now())
+    with factory() as s, pytest.raises(CodeReused):
+        second_factor.verify_totp(s, s.get_one(User, user.id), code, clock, device=copy)
+    with factory() as s:
+        assert s.get_one(TotpDevice, copy.id).last_used_step == step_before
 
 
 def test_twenty_concurrent_submissions_of_one_code(factory: sessionmaker[Session], clock: FrozenClock) -> None:
