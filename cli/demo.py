@@ -108,7 +108,7 @@ def _story(var: Path, settings: Any) -> None:
     from twofa.clock import FrozenClock
     from twofa.db import session_factory, transaction
     from twofa.errors import CodeReused
-    from twofa.models import AuditEvent, LoginHistory, OutboxMessage
+    from twofa.models import AuditEvent, LoginHistory, OutboxMessage, OutboxStatus
     from twofa.sessions import Client
 
     clock = FrozenClock(datetime.now(UTC).replace(microsecond=0))
@@ -233,11 +233,12 @@ def _story(var: Path, settings: Any) -> None:
         console.print(table)
         events = list(s.execute(select(AuditEvent.event).order_by(AuditEvent.id)).scalars())
     console.print(f"audit log: {', '.join(events)}")
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
+    pending = (OutboxStatus.QUEUED, OutboxStatus.SENDING)  # not yet sent: waiting, or claimed by a batch
     while True:  # let the worker finish the last notifications
         with factory() as s:
             sent = s.execute(select(OutboxMessage).order_by(OutboxMessage.id)).scalars().all()
-        if time.monotonic() > deadline or all(m.status != "queued" for m in sent):
+        if time.monotonic() > deadline or all(m.status not in pending for m in sent):
             break
         time.sleep(0.05)
     console.print(f"emails: {len(sent)} in the outbox, {sum(m.status == 'sent' for m in sent)} sent by the worker")
