@@ -1,8 +1,8 @@
 """Email OTP delivery, from the request to the SMTP server's acceptance, beside a no-op Celery task.
 
 Everything is real and private to this run: a redis-server on a free port, a fresh migrated PostgreSQL database, an
-aiosmtpd server in this process, ``celery -A workers.app worker`` processes (prefork), and the API's side in a
-process of its own (spawned): each request loads the user and issues one email code in its own transaction, and the
+aiosmtpd server and the API's side in processes of their own (spawned), ``celery -A workers.app worker`` processes
+(prefork): each request loads the user and issues one email code in its own transaction, and the
 outbox dispatcher publishes the row id after the commit. Latency is the SMTP server's arrival time minus the moment
 just before the request's transaction began (both ``time.monotonic()``, which is host-wide on Linux).
 
@@ -113,18 +113,18 @@ def create_users(factory: sessionmaker[Session], prefix: str, count: int) -> lis
     return users
 
 
-def wait_arrivals(smtp: SmtpServer, base: int, count: int, timeout: float) -> None:
-    wait_for(lambda: len(smtp.handler.received) - base >= count, timeout, interval=0.01, what=f"{count} emails")
+def wait_arrivals(smtp: SmtpSide, base: int, count: int, timeout: float) -> None:
+    wait_for(lambda: smtp.count() - base >= count, timeout, interval=0.01, what=f"{count} emails")
 
 
-def arrivals_by_address(smtp: SmtpServer, base: int, expected: set[str]) -> dict[str, float]:
+def arrivals_by_address(smtp: SmtpSide, base: int, expected: set[str]) -> dict[str, float]:
     """SMTP acceptance time per recipient, for the emails received since ``base``; each expected exactly once."""
     found: dict[str, float] = {}
-    for received in smtp.received[base:]:
-        (to,) = received.recipients
+    for recipients, at in smtp.since(base):
+        (to,) = recipients
         if to in found:
             raise RuntimeError(f"two emails to {to}")
-        found[to] = received.at
+        found[to] = at
     if set(found) != expected:
         missing, extra = expected - set(found), set(found) - expected
         raise RuntimeError(f"{len(missing)} expected emails missing, {len(extra)} unexpected: {sorted(extra)[:3]}")
@@ -170,9 +170,9 @@ class Saturation:
         return self.requests / self.issue_seconds
 
 
-def saturate(api: ApiSide, smtp: SmtpServer, users: list[User], producers: int) -> Saturation:
+def saturate(api: ApiSide, smtp: SmtpSide, users: list[User], producers: int) -> Saturation:
     """Every user asks for a code at once (``producers`` API threads, back to back); until the last is accepted."""
-    base = len(smtp.handler.received)
+    base = smtp.count()
     started, issued = api.burst([u.id for u in users], producers)
     wait_arrivals(smtp, base, len(users), timeout=60 + len(users) / 5)
     last = max(arrivals_by_address(smtp, base, {u.email for u in users}).values())
@@ -198,11 +198,11 @@ def commit_held(factory: sessionmaker[Session], users: list[User], producers: in
 
 
 def worker_throughput(
-    smtp: SmtpServer, users: list[User], held: list[outbox.OutboxRef], dispatcher: outbox.Dispatcher
+    smtp: SmtpSide, users: list[User], held: list[outbox.OutboxRef], dispatcher: outbox.Dispatcher
 ) -> Saturation:
     """The worker alone, like the no-op: the committed rows' ids published back to back; from the first publish to
     the last SMTP acceptance."""
-    base = len(smtp.handler.received)
+    base = smtp.count()
     started = time.monotonic()
     dispatcher(held)
     published = time.monotonic()
@@ -235,9 +235,9 @@ class Latency:
         )
 
 
-def paced(api: ApiSide, smtp: SmtpServer, users: list[User], rate: float, threads: int) -> Latency:
+def paced(api: ApiSide, smtp: SmtpSide, users: list[User], rate: float, threads: int) -> Latency:
     """Open loop: request ``i`` is due at ``t0 + i / rate`` whatever happened to the earlier ones."""
-    base = len(smtp.handler.received)
+    base = smtp.count()
     timings = api.paced([u.id for u in users], rate, threads)
     wait_arrivals(smtp, base, len(users), timeout=60)
     arrived = arrivals_by_address(smtp, base, set(timings))
@@ -313,8 +313,8 @@ def _api_process(conn: Connection, db_url: str, broker_url: str) -> None:
 
 
 class ApiSide:
-    """The requests for codes come from another process, as they would from the API: this one hosts the SMTP
-    server, and sharing its interpreter would make each side wait for the other."""
+    """The requests for codes come from another process, as they would from the API: sharing this one's
+    interpreter with the benchmark's own work would make each side wait for the other."""
 
     def __init__(self, db_url: str, broker_url: str) -> None:
         ctx = multiprocessing.get_context("spawn")
@@ -337,6 +337,57 @@ class ApiSide:
         self.conn.send(("paced", user_ids, (rate, threads)))
         timings: dict[str, tuple[float, float, float]] = self.conn.recv()
         return timings
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send(None)
+        self.proc.join(15)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5)
+
+
+def _smtp_process(conn: Connection) -> None:
+    """The spawned SMTP server's process: answers "count", ("since", n) and, to stop, None."""
+    smtp = SmtpServer()
+    conn.send(smtp.port)
+    try:
+        while (command := conn.recv()) is not None:
+            if command == "count":
+                conn.send(len(smtp.handler.received))
+            else:
+                conn.send([(r.recipients, r.at) for r in smtp.received[command[1] :]])
+    finally:
+        smtp.stop()
+
+
+class SmtpSide:
+    """The SMTP server (aiosmtpd) in a process of its own, as a mail relay is: in this one it would share the
+    interpreter with the publishing of task messages, and its replies would wait for it."""
+
+    def __init__(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_smtp_process, args=(child,), daemon=True)
+        self.proc.start()
+        child.close()
+        self.port: int = self.conn.recv()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc.pid is not None
+        return self.proc.pid
+
+    def count(self) -> int:
+        """Emails accepted so far."""
+        self.conn.send("count")
+        return int(self.conn.recv())
+
+    def since(self, base: int) -> list[tuple[list[str], float]]:
+        """(envelope recipients, acceptance time) of the emails accepted after the first ``base``."""
+        self.conn.send(("since", base))
+        received: list[tuple[list[str], float]] = self.conn.recv()
+        return received
 
     def stop(self) -> None:
         with contextlib.suppress(OSError):
@@ -390,7 +441,7 @@ class Run:
     tmp: Path
     redis: RedisServer
     db_url: str
-    smtp: SmtpServer
+    smtp: SmtpSide
     client: Celery
     dispatcher: CeleryDispatcher
     api: ApiSide
@@ -420,7 +471,7 @@ class Run:
 
     def warm_up(self, count: int = 30) -> None:
         """Every pool child connected to PostgreSQL and SMTP, templates compiled, before anything is timed."""
-        base = len(self.smtp.handler.received)
+        base = self.smtp.count()
         users = self.users(count)
         for user in users:
             request_code(self.factory, user.id)
@@ -445,7 +496,8 @@ class Run:
 
     def meter(self) -> CpuMeter:
         database = self.db_url.rsplit("/", 1)[1]
-        return CpuMeter(self.workers, self.redis.proc.pid, database, host_wide=True, processes={"api": self.api.pid})
+        processes = {"api": self.api.pid, "smtp": self.smtp.pid}
+        return CpuMeter(self.workers, self.redis.proc.pid, database, host_wide=True, processes=processes)
 
     def stop_workers(self) -> None:
         for w in self.workers:
@@ -663,7 +715,7 @@ def run(b: Run) -> None:
         statuses = dict(s.execute(select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)).all())
         retried = s.execute(select(func.count()).where(OutboxMessage.attempts > 1)).scalar_one()
         unsent = s.execute(select(OutboxMessage).where(OutboxMessage.status != "sent").limit(5)).scalars().all()
-    say(f"outbox rows: {statuses}, {retried} needed more than one attempt, {len(b.smtp.received)} emails received")
+    say(f"outbox rows: {statuses}, {retried} needed more than one attempt, {b.smtp.count()} emails received")
     for row in unsent:
         say(f"    not sent: #{row.id} to {row.to_address}: {row.status}, {row.attempts} attempts, {row.last_error}")
     b.results.update(outbox_statuses=statuses, outbox_retried=retried)
@@ -689,7 +741,7 @@ def services(args: argparse.Namespace) -> Iterator[Run]:
         redis_server = RedisServer(tmp)
         stack.callback(redis_server.stop)
         db_url = stack.enter_context(pg_database("twofa_bench"))
-        smtp = SmtpServer()
+        smtp = SmtpSide()
         stack.callback(smtp.stop)
         client = Celery("bench-client")
         client.config_from_object("celeryconfig")
