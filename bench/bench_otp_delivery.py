@@ -10,9 +10,9 @@ Phases: the goal's ratio, task against task: no-op task throughput and the OTP t
 committed first, then their ids published back to back, as the no-op's are), in alternating rounds; OTP throughput
 at saturation, end to end; latency at an open-loop half of the end-to-end maximum; the same while a CPU-heavy
 report task runs in another worker (a reports-only worker, which lowers its priority as deployed); the worker's
-throughput with one SMTP connection per message against a reused one. Each phase also reports where the CPU went,
-and flags itself as disturbed when other jobs on the host took a share of it. The last line of stdout is one JSON
-object with every figure and the goals.
+throughput with one SMTP connection per message against a reused one (and, for information, the same with
+STARTTLS). Each phase also reports where the CPU went, and flags itself as disturbed when other jobs on the host
+took a share of it. The last line of stdout is one JSON object with every figure and the goals.
 
     .venv/bin/python bench/bench_otp_delivery.py [--help]
 """
@@ -59,7 +59,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bench.common import CpuMeter, descendants, host_cpu
-from tests.harness.services import RedisServer, SmtpServer, Worker, pg_database, service_env, wait_for
+from tests.harness.services import RedisServer, SmtpServer, Worker, pg_database, self_signed, service_env, wait_for
 from twofa import email_otp, outbox
 from twofa.db import get_engine, transaction
 from twofa.models import OutboxMessage, User
@@ -347,9 +347,9 @@ class ApiSide:
             self.proc.join(5)
 
 
-def _smtp_process(conn: Connection) -> None:
+def _smtp_process(conn: Connection, tls: tuple[Path, Path]) -> None:
     """The spawned SMTP server's process: answers "count", ("since", n) and, to stop, None."""
-    smtp = SmtpServer()
+    smtp = SmtpServer(tls=tls)
     conn.send(smtp.port)
     try:
         while (command := conn.recv()) is not None:
@@ -363,12 +363,14 @@ def _smtp_process(conn: Connection) -> None:
 
 class SmtpSide:
     """The SMTP server (aiosmtpd) in a process of its own, as a mail relay is: in this one it would share the
-    interpreter with the publishing of task messages, and its replies would wait for it."""
+    interpreter with the publishing of task messages, and its replies would wait for it. It offers STARTTLS with a
+    certificate made for the run (``ca_file``); workers use it only when told to."""
 
-    def __init__(self) -> None:
+    def __init__(self, directory: Path) -> None:
+        self.ca_file, key = self_signed(directory)
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_smtp_process, args=(child,), daemon=True)
+        self.proc = ctx.Process(target=_smtp_process, args=(child, (self.ca_file, key)), daemon=True)
         self.proc.start()
         child.close()
         self.port: int = self.conn.recv()
@@ -710,6 +712,31 @@ def run(b: Run) -> None:
         reuse_ratio=round(reuse_ratio, 3),
     )
 
+    # 7b. The same with STARTTLS, as relays require: what a connection per message costs once it has a handshake.
+    # One round each, for information; the goal stays on plain SMTP above.
+    tls: dict[bool, float] = {}
+    for reuse in (False, True):
+        w = b.worker(
+            f"worker-tls-reuse-{reuse}",
+            queues=f"otp,mail,{BENCH_QUEUE}",
+            concurrency=a.concurrency,
+            TWOFA_SMTP_REUSE_CONNECTION=str(reuse).lower(),
+            TWOFA_SMTP_STARTTLS="true",
+            TWOFA_SMTP_CA_FILE=str(b.smtp.ca_file),
+        )
+        b.warm_up()
+        users = b.users(a.reuse_users // a.rounds)
+        held = commit_held(b.factory, users, a.producers)
+        settle()
+        tls[reuse] = worker_throughput(b.smtp, users, held, b.dispatcher).tps
+        b.stop(w)
+    say(f"with STARTTLS: per message {tls[False]:.0f}/s, reused {tls[True]:.0f}/s ({tls[True] / tls[False]:.2f}x)")
+    b.results.update(
+        tls_reuse_tps=round(tls[True], 1),
+        tls_per_message_tps=round(tls[False], 1),
+        tls_reuse_ratio=round(tls[True] / tls[False], 3),
+    )
+
     # Sanity: every row sent once, first try.
     with b.factory() as s:
         statuses = dict(s.execute(select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)).all())
@@ -741,7 +768,7 @@ def services(args: argparse.Namespace) -> Iterator[Run]:
         redis_server = RedisServer(tmp)
         stack.callback(redis_server.stop)
         db_url = stack.enter_context(pg_database("twofa_bench"))
-        smtp = SmtpSide()
+        smtp = SmtpSide(tmp)
         stack.callback(smtp.stop)
         client = Celery("bench-client")
         client.config_from_object("celeryconfig")
