@@ -34,7 +34,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -312,14 +312,13 @@ def _api_process(conn: Connection, db_url: str, broker_url: str) -> None:
         client.close()
 
 
-class ApiSide:
-    """The requests for codes come from another process, as they would from the API: sharing this one's
-    interpreter with the benchmark's own work would make each side wait for the other."""
+class _Spawned:
+    """A helper process (spawned, not forked) that this one drives over a pipe; ``None`` asks it to stop."""
 
-    def __init__(self, db_url: str, broker_url: str) -> None:
+    def __init__(self, target: Callable[..., None], *args: Any) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_api_process, args=(child, db_url, broker_url), daemon=True)
+        self.proc = ctx.Process(target=target, args=(child, *args), daemon=True)
         self.proc.start()
         child.close()
 
@@ -327,6 +326,22 @@ class ApiSide:
     def pid(self) -> int:
         assert self.proc.pid is not None
         return self.proc.pid
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send(None)
+        self.proc.join(15)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5)
+
+
+class ApiSide(_Spawned):
+    """The requests for codes come from another process, as they would from the API: sharing this one's
+    interpreter with the benchmark's own work would make each side wait for the other."""
+
+    def __init__(self, db_url: str, broker_url: str) -> None:
+        super().__init__(_api_process, db_url, broker_url)
 
     def burst(self, user_ids: list[int], producers: int) -> tuple[float, float]:
         self.conn.send(("burst", user_ids, (producers,)))
@@ -337,14 +352,6 @@ class ApiSide:
         self.conn.send(("paced", user_ids, (rate, threads)))
         timings: dict[str, tuple[float, float, float]] = self.conn.recv()
         return timings
-
-    def stop(self) -> None:
-        with contextlib.suppress(OSError):
-            self.conn.send(None)
-        self.proc.join(15)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(5)
 
 
 def _smtp_process(conn: Connection, tls: tuple[Path, Path]) -> None:
@@ -361,24 +368,15 @@ def _smtp_process(conn: Connection, tls: tuple[Path, Path]) -> None:
         smtp.stop()
 
 
-class SmtpSide:
+class SmtpSide(_Spawned):
     """The SMTP server (aiosmtpd) in a process of its own, as a mail relay is: in this one it would share the
     interpreter with the publishing of task messages, and its replies would wait for it. It offers STARTTLS with a
     certificate made for the run (``ca_file``); workers use it only when told to."""
 
     def __init__(self, directory: Path) -> None:
         self.ca_file, key = self_signed(directory)
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_smtp_process, args=(child, (self.ca_file, key)), daemon=True)
-        self.proc.start()
-        child.close()
+        super().__init__(_smtp_process, (self.ca_file, key))
         self.port: int = self.conn.recv()
-
-    @property
-    def pid(self) -> int:
-        assert self.proc.pid is not None
-        return self.proc.pid
 
     def count(self) -> int:
         """Emails accepted so far."""
@@ -390,14 +388,6 @@ class SmtpSide:
         self.conn.send(("since", base))
         received: list[tuple[list[str], float]] = self.conn.recv()
         return received
-
-    def stop(self) -> None:
-        with contextlib.suppress(OSError):
-            self.conn.send(None)
-        self.proc.join(15)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(5)
 
 
 # --- the worker side ------------------------------------------------------------------------------------------------

@@ -103,7 +103,7 @@ def deliver(session: Session, outbox_id: int, backend: MailBackend, clock: Clock
     if row.email_otp_id is None and conn.dialect.name == "postgresql":
         # Bulk mail: the commit that marks the row sent need not wait for the disk. Were the database to crash and
         # lose it, the message would be sent again with the same Message-ID. An email code keeps durable commits:
-        # its hash must be stored before the code leaves.
+        # lost, its stored hash would go too, and the code the user already holds would never verify.
         conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
     now = clock.now()
     if row.not_after is not None and now >= row.not_after:

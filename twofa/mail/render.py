@@ -96,7 +96,7 @@ def build_message(
             part = text_part(data.decode(), subtype) if maintype == "text" else MIMEApplication(data, subtype)
             part.add_header("Content-Disposition", "attachment", filename=filename)
             msg.attach(part)
-    msg["From"] = _address(settings.mail_from)  # cached: the same for every message
+    msg["From"] = _sender(settings.mail_from)
     msg["To"] = _address(to)
     msg["Subject"] = subject if subject.isascii() else Header(subject, "utf-8", header_name="Subject").encode()
     msg["Message-ID"] = message_id
@@ -120,7 +120,12 @@ def _boundary() -> str:
     return f"=_{secrets.token_hex(16)}"
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=4)
+def _sender(mail_from: str) -> str:
+    """``TWOFA_MAIL_FROM`` as a header value, formatted once: the same for every message."""
+    return _address(mail_from)
+
+
 def _address(value: str) -> str:
     name, address = parseaddr(value)
     return formataddr((name, address), charset="utf-8") if name else address
