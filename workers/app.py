@@ -54,8 +54,8 @@ def _lower_autogroup(nice: int) -> None:
     if os.getsid(0) not in (os.getpid(), os.getppid()):  # the session is not this worker's own
         return
     try:
-        current = int(AUTOGROUP.read_text().split()[-1])
-        if current < nice:
+        line = AUTOGROUP.read_text().split()  # "/autogroup-85 nice 0"; empty in the root group (no autogroup)
+        if line and int(line[-1]) < nice:
             AUTOGROUP.write_text(str(nice))
     except (OSError, ValueError):
         pass  # no autogroups here: the process priority above is all there is

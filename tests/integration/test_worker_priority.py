@@ -19,13 +19,36 @@ def niceness_of_pool(worker: Worker) -> set[int]:
     return {os.getpriority(os.PRIO_PROCESS, pid) for pid in worker.children()}
 
 
-def autogroup_nice(pid: int) -> int:
-    """The nice value of the process's autogroup; 0 on a kernel without autogroups."""
-    path = Path(f"/proc/{pid}/autogroup")
-    return int(path.read_text().split()[-1]) if path.exists() else 0
+def autogroup_nice(pid: int | str = "self") -> int | None:
+    """The nice value of the process's autogroup; None where it has none: a kernel without autogroups, or a process
+    in the root group (the kernel then shows an empty file)."""
+    try:
+        line = Path(f"/proc/{pid}/autogroup").read_text().split()
+    except OSError:
+        return None
+    return int(line[-1]) if line else None
 
 
-AUTOGROUPS = Path("/proc/self/autogroup").exists()
+def own_session_has_autogroup() -> bool:
+    """Whether a process that starts a session of its own gets an autogroup here (Linux with autogrouping on)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        try:
+            os.setsid()
+            os.write(write, b"1" if autogroup_nice() is not None else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    answer = os.read(read, 1)
+    os.close(read)
+    os.waitpid(pid, 0)
+    return answer == b"1"
+
+
+AUTOGROUPS = own_session_has_autogroup()
+# /proc numbers processes as this process does (not so in a PID namespace that kept the host's /proc)
+PROC_BY_OUR_PIDS = os.readlink("/proc/self") == str(os.getpid())
 
 
 def test_report_workers_yield_the_cpu_and_code_workers_do_not(worker_env: dict[str, str], tmp_path: Path) -> None:
@@ -35,10 +58,10 @@ def test_report_workers_yield_the_cpu_and_code_workers_do_not(worker_env: dict[s
     try:
         assert niceness_of_pool(reports) == {19}  # TWOFA_REPORTS_NICE, by default the lowest priority
         assert niceness_of_pool(codes) == {base}
-        if AUTOGROUPS:  # each worker leads a session of its own (as under systemd): its autogroup counts too
-            assert reports.proc is not None and codes.proc is not None
+        if AUTOGROUPS and PROC_BY_OUR_PIDS:  # each worker leads a session of its own (as under systemd): its
+            assert reports.proc is not None and codes.proc is not None  # autogroup counts too
             assert autogroup_nice(reports.proc.pid) == 19
-            assert autogroup_nice(codes.proc.pid) == autogroup_nice(os.getpid()) == 0
+            assert autogroup_nice(codes.proc.pid) == 0
     finally:
         reports.stop()
         codes.stop()
@@ -65,11 +88,11 @@ def test_which_workers_lower_their_priority(queues: set[str], nice: int, lowered
 def test_a_worker_in_a_shared_session_leaves_the_autogroup_alone() -> None:
     base = os.getpriority(os.PRIO_PROCESS, 0)
     # pytest's session (or the terminal's) is not the worker's to lower
-    assert in_child({"reports"}, 15, own_session=False) == (True, max(base, 15), autogroup_nice(os.getpid()))
+    assert in_child({"reports"}, 15, own_session=False) == (True, max(base, 15), autogroup_nice())
 
 
-def in_child(queues: set[str], nice: int, *, own_session: bool) -> tuple[bool, int, int]:
-    """(lowered, process nice, autogroup nice: 0 without autogroups) as a forked child sees them after the call; with
+def in_child(queues: set[str], nice: int, *, own_session: bool) -> tuple[bool, int, int | None]:
+    """(lowered, process nice, autogroup nice: None without one) as a forked child sees them after the call; with
     ``own_session`` the child first leads a session (and so an autogroup) of its own, as a worker under systemd."""
     read, write = os.pipe()
     pid = os.fork()
@@ -78,11 +101,15 @@ def in_child(queues: set[str], nice: int, *, own_session: bool) -> tuple[bool, i
             if own_session:
                 os.setsid()
             done = lower_priority_for_reports(queues, nice)
-            group = autogroup_nice(os.getpid())
-            os.write(write, f"{int(done)} {os.getpriority(os.PRIO_PROCESS, 0)} {group}".encode())
+            os.write(write, f"{int(done)} {os.getpriority(os.PRIO_PROCESS, 0)} {autogroup_nice()}".encode())
+        except BaseException as error:
+            os.write(write, f"failed: {error!r}".encode())
         finally:
             os._exit(0)
     os.close(write)
-    done, priority, group = (int(v) for v in os.read(read, 64).decode().split())
+    answer = os.read(read, 256).decode()
+    os.close(read)
     os.waitpid(pid, 0)
-    return bool(done), priority, group
+    assert not answer.startswith("failed"), answer
+    lowered, priority, group = answer.split()
+    return lowered == "1", int(priority), None if group == "None" else int(group)
