@@ -24,9 +24,10 @@ def serve(
     workers: int = typer.Option(1, min=1, help="Server processes."),
 ) -> None:
     """Run the HTTP API (uvicorn). Emails are handed to the Celery workers after each commit."""
-    import uvicorn
-
+    from api.server import ServerConfig, run_server
     from twofa.settings import require_secret_key
 
     require_secret_key()  # fail here, with one line, rather than in every server process
-    uvicorn.run("cli.serve:make_app", factory=True, host=host, port=port, workers=workers, proxy_headers=True)
+    run_server(
+        ServerConfig("cli.serve:make_app", factory=True, host=host, port=port, workers=workers, proxy_headers=True)
+    )
