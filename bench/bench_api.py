@@ -1,7 +1,7 @@
 """``POST /api/v1/auth/2fa/login`` with valid TOTP codes, beside the trivial ``GET /healthz`` of the same server.
 
 Everything is real and private to this run: a fresh migrated PostgreSQL database (dropped afterwards), the API
-served by ``uvicorn --factory api.app:create_app`` in its own process on the system clock, and a closed-loop load
+served by ``twofa serve`` (uvicorn) in its own process(es) on the system clock, and a closed-loop load
 generator (``bench/api_load.py``) in another process with a fixed number of keep-alive connections.
 
 A TOTP code is accepted once per user and time step, so every login is a different user: N users are inserted
@@ -130,7 +130,7 @@ def seed_users(url: str, n: int, path: Path) -> None:
 
 
 class ApiServer:
-    """``uvicorn --factory api.app:create_app`` in its own process group."""
+    """``twofa serve`` (uvicorn, as in production) in its own process group, without access log."""
 
     def __init__(self, db_url: str, workers: int, log_path: Path) -> None:
         self.port = free_port()
@@ -145,11 +145,8 @@ class ApiServer:
                 [
                     sys.executable,
                     "-m",
-                    "uvicorn",
-                    "--factory",
-                    "api.app:create_app",
-                    "--host",
-                    "127.0.0.1",
+                    "cli.main",
+                    "serve",
                     "--port",
                     str(self.port),
                     "--workers",
@@ -409,7 +406,7 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--users", type=int, default=10000, help="users prepared (each can log in once)")
     p.add_argument("--concurrency", type=int, default=16, help="in-flight requests (keep-alive connections)")
-    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    p.add_argument("--workers", type=int, default=1, help="server processes (twofa serve --workers)")
     p.add_argument("--duration", type=float, default=12.0, help="measured seconds per endpoint, over all rounds")
     p.add_argument("--rounds", type=int, default=6, help="alternating rounds the duration is split into")
     p.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds per endpoint first")
@@ -442,7 +439,7 @@ def main() -> int:
             backends = Backends(engine)
             try:
                 with stopping(ApiServer(url, args.workers, workdir / "uvicorn.log")) as server:
-                    print(f"uvicorn --workers {args.workers} on {server.url}; concurrency {args.concurrency}")
+                    print(f"twofa serve --workers {args.workers} on {server.url}; concurrency {args.concurrency}")
                     offset = 0
                     ok_logins = 0
                     base = {"port": server.port, "concurrency": args.concurrency}

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import typer
 from fastapi import FastAPI
+
+
+class LogLevel(StrEnum):
+    critical = "critical"
+    error = "error"
+    warning = "warning"
+    info = "info"
+    debug = "debug"
 
 
 def make_app() -> FastAPI:
@@ -21,13 +31,23 @@ def make_app() -> FastAPI:
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, help="Port."),
-    workers: int = typer.Option(1, min=1, help="Server processes."),
+    workers: int = typer.Option(1, min=1, help="Server processes (each with its own event loop and pools)."),
+    access_log: bool = typer.Option(True, help="Log every request (leave it to the proxy in front, if it logs)."),
+    log_level: LogLevel = typer.Option(LogLevel.info, case_sensitive=False, help="The server's log level."),
 ) -> None:
     """Run the HTTP API (uvicorn). Emails are handed to the Celery workers after each commit."""
     from api.server import ServerConfig, run_server
     from twofa.settings import require_secret_key
 
     require_secret_key()  # fail here, with one line, rather than in every server process
-    run_server(
-        ServerConfig("cli.serve:make_app", factory=True, host=host, port=port, workers=workers, proxy_headers=True)
+    config = ServerConfig(
+        "cli.serve:make_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        proxy_headers=True,
+        access_log=access_log,
+        log_level=log_level.value,
     )
+    run_server(config)
