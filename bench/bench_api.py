@@ -300,6 +300,10 @@ def wrk_trivial(url: str, concurrency: int, seconds: int) -> float | None:
 def _label(statement: str) -> str:
     text = " ".join(statement.split())
     verb = text.split(" ", 1)[0].upper()
+    if verb == "WITH":  # data-modifying CTEs, then the statement that carries them
+        names = re.findall(r"(\w+) AS \(", text)
+        main = re.split(r"\)\s+(?=(?:INSERT|UPDATE|SELECT|DELETE)\b)", text)[-1]
+        return f"{_label(main)} WITH {', '.join(names)}"
     if verb == "SELECT":
         table = re.search(r"\bFROM (\w+)", text)
         name = f"SELECT {table.group(1) if table else '?'}"

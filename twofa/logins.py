@@ -82,7 +82,20 @@ class LoggedIn:
         return self.session.scope == "enrol"
 
 
-_HISTORY = insert(cast(Table, LoginHistory.__table__))
+# Every sign-in attempt writes one login-history row; its parameters are named as those of ``sessions.INSERT``
+# (and, like them, for no column of the sign-in's tables).
+_HISTORY = insert(cast(Table, LoginHistory.__table__)).values(
+    {
+        "at": bindparam("at"),
+        "user_id": bindparam("uid"),
+        "email": bindparam("email"),
+        "ip": bindparam("client_ip"),
+        "user_agent": bindparam("client_agent"),
+        "outcome": bindparam("outcome"),
+        "method": bindparam("method"),
+        "2fa_verified": bindparam("verified"),
+    }
+)
 
 
 def record(
@@ -101,13 +114,13 @@ def record(
         _HISTORY,
         {
             "at": clock.now(),
-            "user_id": user.id if user else None,
+            "uid": user.id if user else None,
             "email": email[:320],
-            "ip": client.ip,
-            "user_agent": (client.user_agent or "")[:512] or None,
+            "client_ip": client.ip,
+            "client_agent": (client.user_agent or "")[:512] or None,
             "outcome": outcome,
             "method": method,
-            "2fa_verified": verified,
+            "verified": verified,
         },
     )
 
@@ -213,6 +226,11 @@ _COMPLETE_CHALLENGE = (
     .where(LoginChallenge.__table__.c.id == bindparam("challenge_id"))
     .values(completed_at=bindparam("at", type_=UTCDateTime()))
 )
+# PostgreSQL: the three writes of a successful sign-in (the challenge completed, the session, its history row) in
+# one statement: two round trips fewer on the path every sign-in takes.
+_SIGNED_IN = sessions.INSERT.add_cte(_COMPLETE_CHALLENGE.cte("challenge_completed")).add_cte(
+    _HISTORY.cte("history_written")
+)
 
 
 @dataclass(frozen=True)
@@ -283,23 +301,22 @@ def complete_login(
         )
         recorded(exc)
         raise
-    session.execute(_COMPLETE_CHALLENGE, {"challenge_id": challenge_id, "at": clock.now()})
     # Verified, yet the method may not satisfy a policy (email codes where an app is required).
     scope = _scope(session, user, clock)
-    issued = sessions.issue(
-        session, user, twofa_verified=True, method=used.value, client=client, scope=scope, clock=clock
-    )
-    record(
-        session,
-        email=user.email,
-        user=user,
-        client=client,
-        outcome=Outcome.SUCCESS if scope == "full" else Outcome.ENROLMENT_REQUIRED,
-        method=used.value,
-        verified=True,
-        clock=clock,
-    )
-    return LoggedIn(session=issued, method=used.value)
+    made = sessions.new(user.id, twofa_verified=True, method=used.value, client=client, scope=scope, at=clock.now())
+    params = made.params | {
+        "challenge_id": challenge_id,
+        "email": user.email[:320],
+        "outcome": Outcome.SUCCESS if scope == "full" else Outcome.ENROLMENT_REQUIRED,
+    }
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        session_id = conn.execute(_SIGNED_IN, params).scalar_one()
+    else:
+        conn.execute(_COMPLETE_CHALLENGE, {"challenge_id": challenge_id, "at": params["at"]})
+        session_id = conn.execute(sessions.INSERT, made.params).scalar_one()
+        conn.execute(_HISTORY, params)
+    return LoggedIn(session=made.issued(session_id), method=used.value)
 
 
 def history(session: Session, user_id: int, limit: int = 50) -> Sequence[LoginHistory]:

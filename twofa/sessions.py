@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import cast
+from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from twofa import crypto
@@ -37,8 +37,61 @@ class IssuedSession:
         return f"IssuedSession(session_id={self.session_id}, user_id={self.user_id}, token=<hidden>)"
 
 
-# A plain INSERT ... RETURNING: every sign-in writes one.
-_ISSUE = insert(cast(Table, UserSession.__table__)).returning(UserSession.__table__.c.id)
+_t = cast(Table, UserSession.__table__)
+# A plain INSERT ... RETURNING: every sign-in writes one. Its parameters are named for the sign-in, so that the
+# statement can share them with the sign-in's other writes (``twofa.logins``); no name is that of a column of those
+# tables, as SQLAlchemy makes an UPDATE set every column its parameters name.
+INSERT = (
+    insert(_t)
+    .values(
+        {
+            "user_id": bindparam("uid"),
+            "token_hash": bindparam("session_token_hash"),
+            "created_at": bindparam("at"),
+            "last_seen_at": bindparam("at"),
+            "expires_at": bindparam("session_expires_at"),
+            "ip": bindparam("client_ip"),
+            "user_agent": bindparam("client_agent"),
+            "2fa_verified": bindparam("verified"),
+            "method": bindparam("method"),
+            "scope": bindparam("scope"),
+        }
+    )
+    .returning(_t.c.id)
+)
+
+
+@dataclass(frozen=True)
+class NewSession:
+    """A session about to be written: its token (shown once) and the parameters of ``INSERT``."""
+
+    token: str
+    params: dict[str, Any]
+
+    def __repr__(self) -> str:
+        return f"NewSession(user_id={self.params['uid']}, token=<hidden>)"
+
+    def issued(self, session_id: int) -> IssuedSession:
+        p = self.params
+        return IssuedSession(self.token, session_id, p["uid"], p["verified"], p["scope"])
+
+
+def new(user_id: int, *, twofa_verified: bool, method: str, client: Client, scope: str, at: datetime) -> NewSession:
+    token = crypto.new_token()
+    return NewSession(
+        token,
+        {
+            "uid": user_id,
+            "session_token_hash": crypto.token_hash(token),
+            "at": at,
+            "session_expires_at": at + timedelta(seconds=get_settings().session_ttl),
+            "client_ip": client.ip,
+            "client_agent": (client.user_agent or "")[:512] or None,
+            "verified": twofa_verified,
+            "method": method,
+            "scope": scope,
+        },
+    )
 
 
 def issue(
@@ -51,26 +104,8 @@ def issue(
     scope: str = "full",
     clock: Clock = SYSTEM_CLOCK,
 ) -> IssuedSession:
-    token = crypto.new_token()
-    now = clock.now()
-    session_id = session.execute(
-        _ISSUE,
-        {
-            "user_id": user.id,
-            "token_hash": crypto.token_hash(token),
-            "created_at": now,
-            "last_seen_at": now,
-            "expires_at": now + timedelta(seconds=get_settings().session_ttl),
-            "ip": client.ip,
-            "user_agent": (client.user_agent or "")[:512] or None,
-            "2fa_verified": twofa_verified,
-            "method": method,
-            "scope": scope,
-        },
-    ).scalar_one()
-    return IssuedSession(
-        token=token, session_id=session_id, user_id=user.id, twofa_verified=twofa_verified, scope=scope
-    )
+    made = new(user.id, twofa_verified=twofa_verified, method=method, client=client, scope=scope, at=clock.now())
+    return made.issued(session.connection().execute(INSERT, made.params).scalar_one())
 
 
 def authenticate(session: Session, token: str, clock: Clock = SYSTEM_CLOCK) -> tuple[UserSession, User]:

@@ -22,7 +22,7 @@ from twofa.errors import (
     TooManyAttempts,
 )
 from twofa.mail.backends import MemoryBackend
-from twofa.models import AuditEvent, LoginHistory, TotpDevice, User
+from twofa.models import AuditEvent, LoginChallenge, LoginHistory, TotpDevice, User, UserSession
 from twofa.sessions import Client
 
 WEB = Client(ip="203.0.113.7", user_agent="pytest-browser/1.0")
@@ -87,6 +87,63 @@ def test_totp_login_and_history(factory: sessionmaker[Session], clock: FrozenClo
     with factory() as s:
         entries = logins.history(s, user.id)
         assert entries[0].outcome == "success" and entries[0].twofa_verified and entries[0].ip == WEB.ip
+
+
+def test_a_successful_sign_in_writes_its_session_history_and_completed_challenge(
+    factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    user = make_user(factory, clock=clock)
+    secret, _ = enrol_totp(factory, user, clock)
+    challenge = begin(factory, user.email, clock)
+    with factory() as s:
+        before = s.execute(select(LoginChallenge)).scalar_one()
+        kept = (before.user_id, before.token_hash, before.created_at, before.expires_at, before.ip, before.user_agent)
+    clock.advance(seconds=3)
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if not statement.startswith("BEGIN"):  # SQLite's BEGIN IMMEDIATE
+            statements.append(statement.split()[0])
+
+    engine = factory.kw["bind"]
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        with transaction(factory) as s:
+            done = logins.complete_login(s, challenge.challenge, totp.code_at(secret, clock.now()), WEB, clock=clock)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    # The challenge with its lock, the step update, then the three writes: in one statement on PostgreSQL.
+    if engine.dialect.name == "postgresql":
+        assert statements == ["SELECT", "UPDATE", "WITH"], statements
+    else:
+        assert statements == ["SELECT", "UPDATE", "UPDATE", "INSERT", "INSERT"], statements
+    with factory() as s:
+        after = s.execute(select(LoginChallenge)).scalar_one()
+        assert after.completed_at == clock.now()
+        assert (after.user_id, after.token_hash, after.created_at, after.expires_at, after.ip, after.user_agent) == kept
+        row = s.get(UserSession, done.session.session_id)
+        assert row is not None
+        assert row.token_hash == crypto.token_hash(done.session.token) != after.token_hash
+        assert (row.user_id, row.twofa_verified, row.method, row.scope, row.ip, row.user_agent) == (
+            user.id,
+            True,
+            "totp",
+            "full",
+            WEB.ip,
+            WEB.user_agent,
+        )
+        assert row.created_at == row.last_seen_at == clock.now() and row.expires_at > clock.now()
+        last = s.execute(select(LoginHistory).order_by(LoginHistory.id.desc()).limit(1)).scalar_one()
+        assert (last.at, last.user_id, last.email, last.ip, last.user_agent, last.outcome, last.method) == (
+            clock.now(),
+            user.id,
+            user.email,
+            WEB.ip,
+            WEB.user_agent,
+            "success",
+            "totp",
+        )
+        assert last.twofa_verified
 
 
 def test_codes_one_step_either_side_are_accepted(factory: sessionmaker[Session], clock: FrozenClock) -> None:
