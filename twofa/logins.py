@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 from twofa import crypto, email_otp, second_factor, sessions
 from twofa.accounts import get_user
@@ -205,22 +206,41 @@ def _send_login_code(session: Session, user: User, challenge_id: int, clock: Clo
 # The challenge and its user, locked together in one statement: the second step of every login starts here.
 # With the user's confirmed TOTP device, if any (at most one per user), so that checking an app code needs no
 # statement of its own. The device row is not locked (nor can it be, on the nullable side of an outer join): the step
-# update accepts the code only if the device still holds the seed read here.
+# update accepts the code only if the device still holds the seed read here. A Core statement: the ORM's loading of
+# the user cost more CPU than the rest of the statement (``_attached`` makes the row the session's ``User``).
+_users = cast(Table, User.__table__)
+_USER_ATTRS = [(prop.key, prop.columns[0]) for prop in User.__mapper__.column_attrs]
 _OPEN_CHALLENGE = (
     select(
-        User,
+        *(column for _, column in _USER_ATTRS),
         LoginChallenge.id,
         LoginChallenge.completed_at,
         LoginChallenge.expires_at,
         TotpDevice.id,
         TotpDevice.secret_ciphertext,
     )
-    .join(LoginChallenge, LoginChallenge.user_id == User.id)
-    .outerjoin(TotpDevice, (TotpDevice.user_id == User.id) & TotpDevice.confirmed_at.is_not(None))
+    .join(LoginChallenge, LoginChallenge.user_id == _users.c.id)
+    .outerjoin(TotpDevice, (TotpDevice.user_id == _users.c.id) & TotpDevice.confirmed_at.is_not(None))
     .where(LoginChallenge.token_hash == bindparam("token_hash"))
-    .with_for_update(of=(LoginChallenge.__table__, User.__table__))
-    .execution_options(populate_existing=True)
+    .with_for_update(of=(LoginChallenge.__table__, _users))
 )
+
+
+def _attached(session: Session, values: dict[str, Any]) -> User:
+    """The user row a Core statement read, as the session's ``User`` (persistent, unmodified: changes to it are
+    flushed as for any loaded object). A copy the session already holds is refreshed, as ``populate_existing``
+    would."""
+    user = session.identity_map.get(session.identity_key(User, values["id"]))
+    if user is None:
+        user = User(**values)
+        make_transient_to_detached(user)
+        session.add(user)
+    else:
+        for key, value in values.items():
+            set_committed_value(user, key, value)
+    return cast(User, user)
+
+
 _COMPLETE_CHALLENGE = (
     update(cast(Table, LoginChallenge.__table__))
     .where(LoginChallenge.__table__.c.id == bindparam("challenge_id"))
@@ -245,12 +265,13 @@ def _open_challenge(session: Session, token: str, clock: Clock) -> _Open:
     locked for the transaction."""
     if not isinstance(token, str) or not token:
         raise ChallengeInvalid()
-    found = session.execute(_OPEN_CHALLENGE, {"token_hash": crypto.token_hash(token)}).first()
+    found = session.connection().execute(_OPEN_CHALLENGE, {"token_hash": crypto.token_hash(token)}).first()
     if found is None:
         raise ChallengeInvalid()
-    user, challenge_id, completed_at, expires_at, device_id, secret_ciphertext = found
+    *user_values, challenge_id, completed_at, expires_at, device_id, secret_ciphertext = found
     if completed_at is not None or expires_at <= clock.now():
         raise ChallengeInvalid()
+    user = _attached(session, {key: value for (key, _), value in zip(_USER_ATTRS, user_values, strict=True)})
     device = None if device_id is None else second_factor.ConfirmedDevice(device_id, secret_ciphertext)
     return _Open(challenge_id, user, device)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -265,6 +266,36 @@ def test_wrong_codes_lock_the_account_with_a_growing_delay(
     assert [e.details["locked_seconds"] for e in locks] == [30, 60]
     assert any("Sign-in paused" in str(m["Subject"]) for m in mailbox.sent)
     assert ("locked", "totp", False) in history(factory)
+
+
+def test_a_session_holding_an_older_copy_of_the_user_judges_on_the_locked_row(
+    factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    user = make_user(factory, clock=clock)
+    secret, _ = enrol_totp(factory, user, clock)
+    challenge = begin(factory, user.email, clock).challenge
+    with factory() as s:
+        stale = s.get(User, user.id)
+        assert stale is not None and stale.second_factor_locked_until is None
+        s.execute(  # the row changes behind the session's copy, as if another request had locked the account
+            update(User)
+            .where(User.id == user.id)
+            .values(second_factor_failures=5, second_factor_locked_until=clock.now() + timedelta(seconds=30))
+            .execution_options(synchronize_session=False)
+        )
+        assert stale.second_factor_locked_until is None
+        with pytest.raises(TooManyAttempts):
+            logins.complete_login(s, challenge, totp.code_at(secret, clock.now()), WEB, clock=clock)
+        assert stale.second_factor_failures == 5 and not s.dirty  # the same object, refreshed, not modified
+        s.rollback()
+    clock.advance(seconds=31)
+    with transaction(factory) as s:
+        s.get(User, user.id)
+        done = logins.complete_login(s, challenge, totp.code_at(secret, clock.now()), WEB, clock=clock)
+    assert done.session.twofa_verified
+    with factory() as s:
+        row = s.get(User, user.id)
+        assert row is not None and (row.second_factor_failures, row.second_factor_locked_until) == (0, None)
 
 
 def test_malformed_code_is_a_clear_error_and_not_a_guess(factory: sessionmaker[Session], clock: FrozenClock) -> None:
