@@ -73,7 +73,7 @@ def verify_totp(
     ``device``, the user's confirmed device is read here."""
     totp.check_code_format(code)
     if device is None:
-        row = session.execute(_DEVICE, {"user_id": user.id}).first()
+        row = session.connection().execute(_DEVICE, {"user_id": user.id}).first()
         device = None if row is None else ConfirmedDevice(row.id, row.secret_ciphertext)
     if device is None:
         raise InvalidCode("no authenticator app is set up")
@@ -81,9 +81,11 @@ def verify_totp(
     if step is None:
         raise InvalidCode()
     # Atomic: of two submissions of one code, however simultaneous, only one moves last_used_step forward.
-    moved = session.execute(
-        _USE_STEP, {"device_id": device.id, "ciphertext": device.secret_ciphertext, "step": step}
-    ).first()
+    moved = (
+        session.connection()
+        .execute(_USE_STEP, {"device_id": device.id, "ciphertext": device.secret_ciphertext, "step": step})
+        .first()
+    )
     if moved is None:
         audit.record(session, audit.Event.CODE_REPLAY_REFUSED, user_id=user.id, details={"step": step}, clock=clock)
         raise recorded(CodeReused())
