@@ -12,6 +12,7 @@ import policies  # noqa: F401  (installs the policy enrolment gate in the login 
 from api import errors
 from api.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from api.routes import account, auth, orgs, twofa_routes
+from api.routing import close_slots
 from twofa.clock import SYSTEM_CLOCK, Clock
 from twofa.db import session_factory
 from twofa.settings import get_settings
@@ -28,6 +29,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         await app.state.limiter.aclose()
+        close_slots()
 
     app = FastAPI(
         lifespan=lifespan,

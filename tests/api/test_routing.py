@@ -3,6 +3,8 @@ OpenAPI as for any endpoint."""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from api.routing import Router
+from api.routing import Router, close_slots, in_thread
 from tests.harness.services import free_port, wait_for
 
 
@@ -116,3 +118,32 @@ def test_sync_endpoints_share_the_configured_slots(monkeypatch: pytest.MonkeyPat
     assert codes == [200] * 12
     assert peak["limited"] == 2  # six requests over two endpoints, two at a time
     assert peak["free"] > 2  # the slow reads did not queue behind them
+
+
+def test_slot_threads_carry_the_callers_context_and_end_with_the_application(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TWOFA_API_CONCURRENCY", "3")
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
+
+    def endpoint(n: int) -> tuple[int, str, threading.Thread]:
+        time.sleep(0.01)
+        return n, request_id.get(), threading.current_thread()
+
+    run = in_thread(endpoint)
+
+    async def requests() -> list[tuple[int, str, threading.Thread]]:
+        async def one(n: int) -> tuple[int, str, threading.Thread]:
+            request_id.set(f"request-{n}")
+            answer: tuple[int, str, threading.Thread] = await run(n)
+            return answer
+
+        answers = await asyncio.gather(*(one(n) for n in range(8)))
+        close_slots()
+        return answers
+
+    answers = asyncio.run(requests())
+    assert [(n, rid) for n, rid, _ in answers] == [(n, f"request-{n}") for n in range(8)]
+    threads = {thread for _, _, thread in answers}
+    assert len(threads) == 3 and all(t.name.startswith("twofa-api") for t in threads)  # the slots, all in use
+    assert not any(t.is_alive() for t in threads)  # ended at shutdown
