@@ -34,12 +34,10 @@ def worker(
 ) -> None:
     """Start a Celery worker (same as `celery -A workers.app worker`)."""
     from twofa.settings import require_secret_key
-    from workers.app import app
-    from workers.dispatch import install
+    from workers.app import app  # its worker_init handler hands new mail to the queue (workers.dispatch)
 
     queues = check_queues(queues)
     require_secret_key()
-    install(app)
     app.worker_main(["worker", "--queues", queues, "--concurrency", str(concurrency), "--loglevel", loglevel])
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 
 from twofa.db import dispose_engines
 from twofa.mail.backends import MailBackend, backend_from_settings
@@ -59,6 +59,16 @@ def _lower_autogroup(nice: int) -> None:
             AUTOGROUP.write_text(str(nice))
     except (OSError, ValueError):
         pass  # no autogroups here: the process priority above is all there is
+
+
+@worker_init.connect
+def _queue_mail_after_commits(sender: Any = None, **_: Any) -> None:
+    """Mail that tasks write (policy reminders and escalations, weekly reports) is handed to the queue after each
+    commit, however the worker was started (``twofa worker``, ``celery -A workers worker``): without a dispatcher it
+    would wait for the outbox sweeper. Installed before the pool forks; the children inherit it."""
+    from workers.dispatch import install
+
+    install(getattr(sender, "app", None) or app)
 
 
 @worker_process_init.connect

@@ -252,6 +252,7 @@ class Worker:
 
     env: dict[str, str]
     log_path: Path
+    app: str = "workers.app"  # or "workers", as ``celery -A workers`` finds it
     queues: str = "otp,mail,scheduled"
     concurrency: int = 1
     extra_args: list[str] = field(default_factory=list)  # appended to the celery command line
@@ -266,7 +267,7 @@ class Worker:
                 "-m",
                 "celery",
                 "-A",
-                "workers.app",
+                self.app,
                 "worker",
                 "--queues",
                 self.queues,
