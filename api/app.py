@@ -27,9 +27,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        await app.state.limiter.aclose()
-        close_slots()
+        try:
+            yield
+        finally:
+            try:
+                await app.state.limiter.aclose()
+            finally:
+                await close_slots()
 
     app = FastAPI(
         lifespan=lifespan,

@@ -13,8 +13,10 @@ The trips of a server process share ``TWOFA_API_CONCURRENCY`` slots: the threads
 own pool allows 40 threads). Each holds a database connection, and threads beyond a few only take turns at the GIL,
 each turn a context switch. Requests beyond the slots wait in the executor's queue, where a free thread takes the
 next one itself: behind anyio's ``CapacityLimiter`` every waiting request was woken through the event loop instead,
-at about 65 us of CPU more per request with 16 in flight. A router for slow reads (``limited=False``) uses anyio's
-pool instead, so that it cannot take the sign-in slots.
+at about 65 us of CPU more per request with 16 in flight. A request cancelled while it waits for a slot never runs;
+one cancelled while it runs finishes its unit of work in its thread. Code in a slot thread cannot call back into
+the loop with ``anyio.from_thread`` (none does). A router for slow reads (``limited=False``) uses anyio's pool
+instead, so that it cannot take the sign-in slots.
 """
 
 from __future__ import annotations
@@ -45,12 +47,13 @@ def _slots() -> ThreadPoolExecutor:
     return slots
 
 
-def close_slots() -> None:
-    """End this event loop's slot threads (at the application's shutdown, when no request is running)."""
+async def close_slots() -> None:
+    """End this event loop's slot threads at the application's shutdown, once the work they still run has ended
+    (waited for off the event loop)."""
     slots = _SLOTS.get()
     _SLOTS.set(None)
     if slots is not None:
-        slots.shutdown(wait=True)
+        await anyio.to_thread.run_sync(slots.shutdown)
 
 
 def in_thread(endpoint: Callable[..., Any], *, limited: bool = True) -> Callable[..., Any]:

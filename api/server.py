@@ -6,9 +6,8 @@ import socket
 import sys
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
-
-STARTUP_FAILURE = 3  # uvicorn's exit status when the server could not start
 
 
 class ServerConfig(uvicorn.Config):
@@ -28,11 +27,15 @@ class ServerConfig(uvicorn.Config):
 
 
 def run_server(config: uvicorn.Config) -> None:
-    """``uvicorn.run`` for an import string: one process, or a supervisor of ``config.workers`` processes."""
-    if config.workers > 1:
-        Multiprocess(config, sockets=[config.bind_socket()]).run()
-        return
+    """``uvicorn.run`` for an import string: one process, or a supervisor of ``config.workers`` processes. Ends
+    quietly on Ctrl-C or SIGINT, as uvicorn does (the server re-raises the signal after its graceful shutdown)."""
     server = uvicorn.Server(config)
-    server.run()
-    if not server.started:
+    try:
+        if config.workers > 1:
+            Multiprocess(config, sockets=[config.bind_socket()]).run()
+            return
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    if config.workers == 1 and not server.started:
         sys.exit(STARTUP_FAILURE)

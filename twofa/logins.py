@@ -265,6 +265,7 @@ def _open_challenge(session: Session, token: str, clock: Clock) -> _Open:
     locked for the transaction."""
     if not isinstance(token, str) or not token:
         raise ChallengeInvalid()
+    session.flush()  # as the ORM's own reads do: the Core read below must not overwrite unflushed changes
     found = session.connection().execute(_OPEN_CHALLENGE, {"token_hash": crypto.token_hash(token)}).first()
     if found is None:
         raise ChallengeInvalid()
@@ -282,6 +283,12 @@ def resend_login_code(session: Session, challenge_token: str, clock: Clock = SYS
     if found.user.twofa_method != "email":
         raise ChallengeInvalid("this sign-in does not use email codes")
     email_otp.issue(session, found.user, email_otp.LOGIN, challenge_id=found.challenge_id, clock=clock)
+
+
+def signed_in_params(made: sessions.NewSession, challenge_id: int, email: str) -> dict[str, Any]:
+    """The parameters of a successful sign-in's writes (``_SIGNED_IN``, or its three statements on SQLite)."""
+    outcome = Outcome.SUCCESS if made.params["scope"] == "full" else Outcome.ENROLMENT_REQUIRED
+    return made.params | {"challenge_id": challenge_id, "email": email[:320], "outcome": outcome}
 
 
 _OUTCOME_OF: Sequence[tuple[type[DomainError], str]] = (
@@ -325,17 +332,13 @@ def complete_login(
     # Verified, yet the method may not satisfy a policy (email codes where an app is required).
     scope = _scope(session, user, clock)
     made = sessions.new(user.id, twofa_verified=True, method=used.value, client=client, scope=scope, at=clock.now())
-    params = made.params | {
-        "challenge_id": challenge_id,
-        "email": user.email[:320],
-        "outcome": Outcome.SUCCESS if scope == "full" else Outcome.ENROLMENT_REQUIRED,
-    }
+    params = signed_in_params(made, challenge_id, user.email)
     conn = session.connection()
     if conn.dialect.name == "postgresql":
         session_id = conn.execute(_SIGNED_IN, params).scalar_one()
     else:
-        conn.execute(_COMPLETE_CHALLENGE, {"challenge_id": challenge_id, "at": params["at"]})
-        session_id = conn.execute(sessions.INSERT, made.params).scalar_one()
+        conn.execute(_COMPLETE_CHALLENGE, params)
+        session_id = conn.execute(sessions.INSERT, params).scalar_one()
         conn.execute(_HISTORY, params)
     return LoggedIn(session=made.issued(session_id), method=used.value)
 

@@ -139,7 +139,7 @@ def test_slot_threads_carry_the_callers_context_and_end_with_the_application(
             return answer
 
         answers = await asyncio.gather(*(one(n) for n in range(8)))
-        close_slots()
+        await close_slots()
         return answers
 
     answers = asyncio.run(requests())

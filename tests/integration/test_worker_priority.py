@@ -3,6 +3,7 @@ email codes, so a long report takes only the CPU that code delivery leaves."""
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -29,6 +30,7 @@ def autogroup_nice(pid: int | str = "self") -> int | None:
     return int(line[-1]) if line else None
 
 
+@functools.cache
 def own_session_has_autogroup() -> bool:
     """Whether a process that starts a session of its own gets an autogroup here (Linux with autogrouping on)."""
     read, write = os.pipe()
@@ -46,7 +48,6 @@ def own_session_has_autogroup() -> bool:
     return answer == b"1"
 
 
-AUTOGROUPS = own_session_has_autogroup()
 # /proc numbers processes as this process does (not so in a PID namespace that kept the host's /proc)
 PROC_BY_OUR_PIDS = os.readlink("/proc/self") == str(os.getpid())
 
@@ -58,7 +59,9 @@ def test_report_workers_yield_the_cpu_and_code_workers_do_not(worker_env: dict[s
     try:
         assert niceness_of_pool(reports) == {19}  # TWOFA_REPORTS_NICE, by default the lowest priority
         assert niceness_of_pool(codes) == {base}
-        if AUTOGROUPS and PROC_BY_OUR_PIDS:  # each worker leads a session of its own (as under systemd): its
+        if (
+            own_session_has_autogroup() and PROC_BY_OUR_PIDS
+        ):  # each worker leads a session of its own (as under systemd): its
             assert reports.proc is not None and codes.proc is not None  # autogroup counts too
             assert autogroup_nice(reports.proc.pid) == 19
             assert autogroup_nice(codes.proc.pid) == 0
@@ -81,7 +84,7 @@ def test_which_workers_lower_their_priority(queues: set[str], nice: int, lowered
     # In a child process: a lowered priority cannot be raised again without privileges.
     base = os.getpriority(os.PRIO_PROCESS, 0)
     assert in_child(queues, nice, own_session=False)[:2] == (lowered, max(base, nice) if lowered else base)
-    if AUTOGROUPS:
+    if own_session_has_autogroup():
         assert in_child(queues, nice, own_session=True)[2] == (nice if lowered else 0)
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import create_engine, event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.helpers import PASSWORD, enrol_totp, make_user
@@ -145,6 +145,37 @@ def test_a_successful_sign_in_writes_its_session_history_and_completed_challenge
             "totp",
         )
         assert last.twofa_verified
+
+
+def test_the_sign_in_parameters_add_no_column_to_its_statements() -> None:
+    """SQLAlchemy makes a DML statement set every column its execution parameters name: the parameters that the
+    sign-in's writes share must name none beyond those each statement sets itself."""
+    made = sessions.new(1, twofa_verified=True, method="totp", client=WEB, scope="full", at=datetime.now(UTC))
+    keys = list(logins.signed_in_params(made, 7, "alice@example.com"))
+    pg = create_engine("postgresql+psycopg://").dialect  # compiles only: never connects
+    for dialect in (pg, create_engine("sqlite://").dialect):
+        for statement in (logins._COMPLETE_CHALLENGE, sessions.INSERT, logins._HISTORY, logins._SIGNED_IN):
+            assert str(statement.compile(dialect=dialect, column_keys=keys)) == str(
+                statement.compile(dialect=dialect, column_keys=[])
+            )
+    # The check can fail: a key naming another column of the challenge becomes a SET clause.
+    bad = str(logins._SIGNED_IN.compile(dialect=pg, column_keys=[*keys, "ip"]))
+    assert "SET completed_at=%(at)s::TIMESTAMP WITH TIME ZONE, ip=" in bad
+
+
+def test_unflushed_changes_to_the_user_survive_the_sign_in(factory: sessionmaker[Session], clock: FrozenClock) -> None:
+    user = make_user(factory, clock=clock)
+    secret, _ = enrol_totp(factory, user, clock)
+    challenge = begin(factory, user.email, clock).challenge
+    with transaction(factory) as s:
+        loaded = s.get(User, user.id)
+        assert loaded is not None
+        loaded.email = "alice.renamed@example.com"  # not flushed yet when the sign-in reads the user row
+        logins.complete_login(s, challenge, totp.code_at(secret, clock.now()), WEB, clock=clock)
+        assert loaded.email == "alice.renamed@example.com"
+    with factory() as s:
+        row = s.get(User, user.id)
+        assert row is not None and row.email == "alice.renamed@example.com"
 
 
 def test_codes_one_step_either_side_are_accepted(factory: sessionmaker[Session], clock: FrozenClock) -> None:
@@ -289,8 +320,7 @@ def test_a_session_holding_an_older_copy_of_the_user_judges_on_the_locked_row(
         assert stale.second_factor_failures == 5 and not s.dirty  # the same object, refreshed, not modified
         s.rollback()
     clock.advance(seconds=31)
-    with transaction(factory) as s:
-        s.get(User, user.id)
+    with transaction(factory) as s:  # a fresh session: the row read becomes the session's User, and is written back
         done = logins.complete_login(s, challenge, totp.code_at(secret, clock.now()), WEB, clock=clock)
     assert done.session.twofa_verified
     with factory() as s:
