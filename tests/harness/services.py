@@ -253,6 +253,7 @@ class Worker:
     env: dict[str, str]
     log_path: Path
     app: str = "workers.app"  # or "workers", as ``celery -A workers`` finds it
+    twofa: bool = False  # started as ``twofa worker`` instead (its own options only)
     queues: str = "otp,mail,scheduled"
     concurrency: int = 1
     extra_args: list[str] = field(default_factory=list)  # appended to the celery command line
@@ -262,28 +263,7 @@ class Worker:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                self.app,
-                "worker",
-                "--queues",
-                self.queues,
-                "--concurrency",
-                str(self.concurrency),
-                "--pool",
-                "prefork",
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "--hostname",
-                f"it-{secrets.token_hex(3)}@%h",
-                *self.extra_args,
-            ],
+            self._command(),
             cwd=ROOT,
             env=self.env,
             stdout=log,
@@ -299,6 +279,16 @@ class Worker:
         if self.proc.poll() is not None:
             raise RuntimeError(f"worker exited: {self.log_path.read_text()[-2000:]}")
         return self
+
+    def _command(self) -> list[str]:
+        common = ["--queues", self.queues, "--concurrency", str(self.concurrency), "--loglevel", "INFO"]
+        if self.twofa:
+            return [sys.executable, "-m", "cli.main", "worker", *common]
+        return [
+            *(sys.executable, "-m", "celery", "-A", self.app, "worker", *common, "--pool", "prefork"),
+            *("--without-gossip", "--without-mingle", "--without-heartbeat"),
+            *("--hostname", f"it-{secrets.token_hex(3)}@%h", *self.extra_args),
+        ]
 
     def children(self) -> list[int]:
         assert self.proc is not None

@@ -1,6 +1,6 @@
 """Mail that a task writes (here a policy reminder) reaches the SMTP server through the queue, with a worker started
-as plain ``celery -A workers worker``: no outbox sweep runs here (no beat), so the mail can only have been handed to
-the queue after the task's commit."""
+as ``twofa worker`` or as plain ``celery -A workers worker``: no outbox sweep runs here (no beat), so the mail can
+only have been handed to the queue after the task's commit."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ from twofa.models import OutboxMessage
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.parametrize("twofa", [True, False], ids=["twofa-worker", "celery-A-workers"])
 def test_mail_written_by_a_task_is_queued_after_its_commit(
+    twofa: bool,
     worker_env: dict[str, str],
     tmp_path: Path,
     it_factory: sessionmaker[Session],
@@ -28,7 +30,7 @@ def test_mail_written_by_a_task_is_queued_after_its_commit(
     client_app: Celery,
 ) -> None:
     make_user(it_factory, "admin@acme.io", role="admin", clock=FrozenClock(datetime.now(UTC)))
-    worker = Worker(env=worker_env, log_path=tmp_path / "worker.log", app="workers").start()
+    worker = Worker(env=worker_env, log_path=tmp_path / "worker.log", app="workers", twofa=twofa).start()
     try:
         client_app.send_task("twofa.enforce_policies", queue="scheduled")
         wait_for(lambda: any("admin@acme.io" in r.recipients for r in smtp.received), 30, what="the reminder")

@@ -15,7 +15,8 @@ from twofa.db import transaction
 from twofa.mail.backends import MemoryBackend
 from twofa.mail.delivery import Delivery, deliver, record_failure
 from twofa.mail.sweep import MAX_ATTEMPTS, stale
-from twofa.models import EmailOtp, OutboxMessage
+from twofa.models import EmailOtp, OutboxMessage, User
+from twofa.settings import get_settings
 
 
 @pytest.fixture
@@ -52,7 +53,7 @@ def test_a_row_is_sent_once(factory: sessionmaker[Session], clock: FrozenClock, 
 
 
 def test_retry_past_validity_fails_the_row_and_frees_the_user(
-    factory: sessionmaker[Session], clock: FrozenClock, no_dispatch: None
+    factory: sessionmaker[Session], clock: FrozenClock, no_dispatch: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     row_id = queue_code(factory, clock)
     with transaction(factory) as s:
@@ -65,6 +66,16 @@ def test_retry_past_validity_fails_the_row_and_frees_the_user(
     with factory() as s:
         otp = s.execute(select(EmailOtp)).scalar_one()
         assert otp.delivery_failed_at == clock.now()
+        user = s.get(User, otp.user_id)
+        assert user is not None
+    # The user asks again at once: the code that never left counts for no cooldown and no hourly cap (both set so
+    # that it would refuse, had it counted).
+    monkeypatch.setenv("TWOFA_EMAIL_OTP_RESEND_COOLDOWN", "3600")
+    monkeypatch.setenv("TWOFA_EMAIL_OTP_HOURLY_CAP", "1")
+    get_settings.cache_clear()
+    with transaction(factory) as s:
+        again = email_otp.issue(s, user, email_otp.ENROL, clock=clock)
+    assert again.id != otp.id
 
 
 def test_sweeper_finds_lost_rows_and_ends_dead_ones(

@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
+from twofa import outbox
+from twofa.clock import FrozenClock
+from twofa.db import transaction
+from twofa.models import OutboxMessage
 from twofa.outbox import OutboxRef
 from workers.dispatch import DELIVER_BATCH_TASK, DELIVER_TASK, CeleryDispatcher
 
@@ -43,3 +49,24 @@ def test_a_single_mail_goes_as_a_single_task() -> None:
 def test_a_broker_outage_does_not_fail_the_committed_request(caplog: pytest.LogCaptureFixture) -> None:
     CeleryDispatcher(RecordingApp(fail=True))([OutboxRef(1, "otp")])  # type: ignore[arg-type]
     assert "the outbox sweeper will retry" in caplog.text
+
+
+def test_only_committed_mail_is_handed_to_the_queue(factory: sessionmaker[Session], clock: FrozenClock) -> None:
+    """The task is sent after the commit, with the row id; a rolled-back transaction leaves no row and sends
+    nothing (the event that caused the email did not happen)."""
+    handed: list[list[OutboxRef]] = []
+    previous = outbox.install_dispatcher(lambda refs: handed.append(list(refs)))
+    try:
+        with pytest.raises(RuntimeError), transaction(factory) as s:
+            outbox.enqueue(s, template="policy_reminder", to="gone@example.com", context={}, clock=clock)
+            s.flush()
+            raise RuntimeError("the request failed after writing its email")
+        assert handed == []
+        with transaction(factory) as s:
+            kept = outbox.enqueue(s, template="policy_reminder", to="kept@example.com", context={}, clock=clock)
+            assert handed == []  # not before the commit
+        assert handed == [[OutboxRef(kept.id, "mail")]]
+    finally:
+        outbox.install_dispatcher(previous)
+    with factory() as s:
+        assert s.execute(select(OutboxMessage.to_address)).scalars().all() == ["kept@example.com"]
