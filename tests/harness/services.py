@@ -272,7 +272,7 @@ class Worker:
         )
         log.close()
         wait_for(
-            lambda: b" ready." in self.log_path.read_bytes()[offset:] or self.proc.poll() is not None,  # type: ignore[union-attr]
+            lambda: b" ready." in self.log_path.read_bytes()[offset:] or self.proc.poll() is not None,
             timeout,
             what="the worker to be ready",
         )

@@ -40,8 +40,7 @@ def test_the_beat_schedule() -> None:
     every = {name: entry["schedule"] for name, entry in schedule.items()}
     assert every["expire-codes"] == every["sweep-outbox"] == 60.0  # codes expire and lost mail moves every minute
     assert every["enforce-policies"] == 900.0
-    weekly = every["weekly-reports"]
-    assert isinstance(weekly, crontab) and weekly.day_of_week == {1} and weekly.hour == {6} and weekly.minute == {0}
+    assert every["weekly-reports"] == crontab(minute="0", hour="6", day_of_week="1")  # Mondays, 06:00 UTC
     for entry in schedule.values():
         assert entry["task"] in app.tasks
         expires = entry.get("options", {}).get("expires")
