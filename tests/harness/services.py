@@ -8,6 +8,7 @@ import datetime as dt
 import functools
 import ipaddress
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -111,6 +112,9 @@ class Received:
         return message_from_bytes(self.raw)
 
 
+_MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(\S+)", re.MULTILINE | re.IGNORECASE)
+
+
 class ScriptedHandler:
     """Answers DATA with scripted replies (``"451 ..."``, ``"550 ..."``, ``"hold"``), then ``250``."""
 
@@ -118,6 +122,7 @@ class ScriptedHandler:
         self.script: deque[str] = deque()
         self.received: list[Received] = []
         self.attempts = 0
+        self.message_ids: list[str] = []  # of every DATA, accepted or not
         self.release = threading.Event()
         self.holding = threading.Event()
         self.dropped = threading.Event()  # the client went away while its DATA was held
@@ -129,8 +134,10 @@ class ScriptedHandler:
         return bool(server.transport is None or server.transport.is_closing() or (reader and reader.at_eof()))
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        found = _MESSAGE_ID.search(envelope.content or b"")
         with self.lock:
             self.attempts += 1
+            self.message_ids.append(found.group(1).decode() if found else "")
             reply = self.script.popleft() if self.script else "250 OK"
         if reply == "hold":
             self.holding.set()

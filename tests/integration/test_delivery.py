@@ -217,6 +217,7 @@ def test_451_twice_then_250_is_delivered_once(
     assert smtp.handler.attempts == 3 and len(smtp.to(user.email)) == 1
     [row] = rows(it_factory)
     assert (row.status, row.attempts) == ("sent", 3)
+    assert smtp.handler.message_ids == [row.message_id] * 3  # every attempt the same message, to the relay too
     with transaction(it_factory) as s:
         enrolment.confirm_email(s, user, code_in(smtp, user.email), CLOCK)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -153,3 +154,37 @@ def test_a_template_error_fails_the_row_instead_of_looping(
         deliver(s, row.id, MemoryBackend(), clock)
     assert deliver_now(factory, row.id, MemoryBackend(), clock) is None
     assert status(factory, row.id) == "failed"
+
+
+def test_expiry_and_sweeps_run_twice_at_once(
+    factory: sessionmaker[Session], clock: FrozenClock, no_dispatch: None
+) -> None:
+    """Beat may start a job while the previous run still works (or two beats run): two expiries and two sweeps at
+    once end each code and each row once, without errors."""
+    rows = [queue_code(factory, clock, f"u{i}@example.com") for i in range(30)]
+    clock.advance(seconds=600)  # every code past its validity, every row past its due time
+    barrier = threading.Barrier(4)
+    counts: list[int] = []
+    errors: list[BaseException] = []
+
+    def run(job: str) -> None:
+        try:
+            with transaction(factory) as s:
+                barrier.wait(10)
+                if job == "expire":
+                    counts.append(maintenance.expire(s, clock).codes)
+                else:
+                    assert stale(s, clock, grace=timedelta(seconds=30)) == []  # expired, not handed out again
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(job,)) for job in ("expire", "expire", "sweep", "sweep")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert sorted(counts) == [0, 30]  # one run ended them all; the other found nothing left
+    assert {status(factory, r) for r in rows} == {"expired"}
+    with factory() as s:
+        assert s.execute(select(EmailOtp).where(EmailOtp.invalidated_at.is_(None))).scalars().all() == []
