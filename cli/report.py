@@ -6,8 +6,6 @@ from pathlib import Path
 
 import typer
 
-from reports.build import build, write
-from reports.week import IsoWeek
 from twofa import accounts
 from twofa.clock import SYSTEM_CLOCK
 from twofa.db import transaction
@@ -22,6 +20,10 @@ def weekly(
     out: Path = typer.Option(..., help="Directory for report.html and the CSV files."),
 ) -> None:
     """Build one organisation's weekly report into a directory (no email; the Monday job mails them)."""
+    # Imported here: every ``twofa`` command loads this module, and a worker must not carry pandas and matplotlib.
+    from reports.build import build, write
+    from reports.week import IsoWeek
+
     now = SYSTEM_CLOCK.now()
     iso = IsoWeek.parse(week) if week else IsoWeek.last_complete(now)
     with transaction() as session:

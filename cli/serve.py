@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import typer
-from fastapi import FastAPI
+
+if TYPE_CHECKING:  # every ``twofa`` command loads this module; the web stack loads only to serve
+    from fastapi import FastAPI
 
 
 class LogLevel(StrEnum):
