@@ -46,8 +46,14 @@ def served(worker_env: dict[str, str], tmp_path: Path, request: pytest.FixtureRe
         yield port
     finally:
         os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(30)
-        log.close()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:  # never leave a server behind
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+            raise
+        finally:
+            log.close()
     assert proc.returncode == 0
     assert "Traceback" not in (tmp_path / "serve.log").read_text()
 
