@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from twofa import maintenance
@@ -41,13 +43,18 @@ def worker(
     app.worker_main(["worker", "--queues", queues, "--concurrency", str(concurrency), "--loglevel", loglevel])
 
 
-def beat(loglevel: str = typer.Option("INFO", help="Log level.")) -> None:
+def beat(
+    loglevel: str = typer.Option("INFO", help="Log level."),
+    schedule: Path = typer.Option(
+        Path("celerybeat-schedule"), help="Where beat keeps the time each job last ran (a file it creates)."
+    ),
+) -> None:
     """Start the beat scheduler (run exactly one; the jobs are safe to run twice anyway)."""
     from twofa.settings import require_secret_key
     from workers.app import app
 
     require_secret_key()
-    app.start(["beat", "--loglevel", loglevel])
+    app.start(["beat", "--loglevel", loglevel, "--schedule", str(schedule)])
 
 
 def expire() -> None:
