@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 
@@ -29,13 +30,12 @@ class ServerConfig(uvicorn.Config):
 def run_server(config: uvicorn.Config) -> None:
     """``uvicorn.run`` for an import string: one process, or a supervisor of ``config.workers`` processes. Ends
     quietly on Ctrl-C or SIGINT, as uvicorn does (the server re-raises the signal after its graceful shutdown)."""
-    server = uvicorn.Server(config)
-    try:
-        if config.workers > 1:
+    if config.workers > 1:
+        with contextlib.suppress(KeyboardInterrupt):
             Multiprocess(config, sockets=[config.bind_socket()]).run()
-            return
+        return
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):
         server.run()
-    except KeyboardInterrupt:
-        pass
-    if config.workers == 1 and not server.started:
+    if not server.started:
         sys.exit(STARTUP_FAILURE)

@@ -81,10 +81,8 @@ def demo(
 
     get_settings.cache_clear()
     settings = get_settings()
-    from workers import dispatch
-    from workers.app import app as celery_app
+    from workers.app import app as celery_app  # its worker_init handler hands new mail to the queue
 
-    dispatch.install(celery_app)
     celery_app.conf.broker_transport_options = {"polling_interval": 0.01}  # in-memory queues are polled
     console.rule("[bold]Wevion 2FA demo")
     upgrade()

@@ -62,13 +62,13 @@ def _lower_autogroup(nice: int) -> None:
 
 
 @worker_init.connect
-def _queue_mail_after_commits(sender: Any = None, **_: Any) -> None:
+def _queue_mail_after_commits(sender: Any, **_: Any) -> None:
     """Mail that tasks write (policy reminders and escalations, weekly reports) is handed to the queue after each
     commit, however the worker was started (``twofa worker``, ``celery -A workers worker``): without a dispatcher it
     would wait for the outbox sweeper. Installed before the pool forks; the children inherit it."""
     from workers.dispatch import install
 
-    install(getattr(sender, "app", None) or app)
+    install(sender.app)  # sender: the worker being set up
 
 
 @worker_process_init.connect
