@@ -10,13 +10,29 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Engine, MetaData, Row, bindparam, column, create_engine, event, func, select
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    DateTime,
+    Engine,
+    Insert,
+    MetaData,
+    Row,
+    Table,
+    bindparam,
+    column,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DisconnectionError
@@ -122,6 +138,13 @@ def _ping_when_idle(engine: Engine) -> None:
             engine.dialect.do_ping(dbapi_connection)
         except Exception as exc:
             raise DisconnectionError("a pooled connection did not answer its ping") from exc
+
+
+def insert_where(table: Table, parameters: Mapping[str, str], condition: ColumnElement[bool]) -> Insert:
+    """``INSERT INTO table (columns) SELECT :parameters WHERE condition``: the row of ``parameters`` (column: parameter
+    name) is written only where ``condition`` holds, such as a row returned by another part of the statement."""
+    values = select(*(bindparam(name, type_=table.c[col].type) for col, name in parameters.items()))
+    return insert(table).from_select(list(parameters), values.where(condition))
 
 
 def insert_rows(

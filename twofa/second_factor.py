@@ -6,7 +6,7 @@ Used by the login flow and by the actions that ask for a current code (disable, 
 from __future__ import annotations
 
 import enum
-from typing import NamedTuple, cast
+from typing import Literal, NamedTuple, cast, overload
 
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
@@ -66,10 +66,27 @@ class ConfirmedDevice(NamedTuple):
     secret_ciphertext: str
 
 
-def verify_totp(
+class PendingStep(NamedTuple):
+    """An app code that matched, its time step not yet recorded (``verify(..., defer_step=True)``). The caller moves
+    the device's step in its own write, under ``USE_STEP``'s conditions (``USE_STEP_CTE``), and must then call
+    ``step_recorded`` with whether that write moved it: the code is accepted only then."""
+
+    device_id: int
+    ciphertext: str
+    step: int
+
+    def params(self) -> dict[str, object]:
+        return {"device_id": self.device_id, "ciphertext": self.ciphertext, "step": self.step}
+
+
+# For a caller's own statement: the step moved, or no row when the code was used already.
+USE_STEP_CTE = _USE_STEP.cte("step_used")
+
+
+def match_totp(
     session: Session, user: User, code: str, clock: Clock = SYSTEM_CLOCK, device: ConfirmedDevice | None = None
-) -> int:
-    """Accept a TOTP code once (RFC 6238 5.2); returns its time step. The caller holds the user row lock. Without
+) -> PendingStep:
+    """The step of the user's app that ``code`` matches, not yet recorded; ``InvalidCode`` when none does. Without
     ``device``, the user's confirmed device is read here."""
     totp.check_code_format(code)
     if device is None:
@@ -80,16 +97,63 @@ def verify_totp(
     step = totp.matching_step(crypto.decrypt(device.secret_ciphertext), code, clock.now())
     if step is None:
         raise InvalidCode()
+    return PendingStep(device.id, device.secret_ciphertext, step)
+
+
+def verify_totp(
+    session: Session, user: User, code: str, clock: Clock = SYSTEM_CLOCK, device: ConfirmedDevice | None = None
+) -> int:
+    """Accept a TOTP code once (RFC 6238 5.2); returns its time step. The caller holds the user row lock. Without
+    ``device``, the user's confirmed device is read here."""
+    pending = match_totp(session, user, code, clock, device)
     # Atomic: of two submissions of one code, however simultaneous, only one moves last_used_step forward.
-    moved = (
-        session.connection()
-        .execute(_USE_STEP, {"device_id": device.id, "ciphertext": device.secret_ciphertext, "step": step})
-        .first()
-    )
-    if moved is None:
-        audit.record(session, audit.Event.CODE_REPLAY_REFUSED, user_id=user.id, details={"step": step}, clock=clock)
+    moved = session.connection().execute(_USE_STEP, pending.params()).first()
+    _refuse_replay(session, user, pending, moved is not None, clock)
+    return pending.step
+
+
+def _refuse_replay(session: Session, user: User, pending: PendingStep, moved: bool, clock: Clock) -> None:
+    if not moved:
+        details = {"step": pending.step}
+        audit.record(session, audit.Event.CODE_REPLAY_REFUSED, user_id=user.id, details=details, clock=clock)
         raise recorded(CodeReused())
-    return step
+
+
+def step_recorded(session: Session, user: User, pending: PendingStep, moved: bool, clock: Clock = SYSTEM_CLOCK) -> None:
+    """Finish ``verify(..., defer_step=True)`` once the caller's write has run: the code is accepted if that write
+    moved the step (the success is registered), refused as a replay (``CodeReused``, audited) if not."""
+    _refuse_replay(session, user, pending, moved, clock)
+    throttle.register_success(session, user)
+
+
+@overload
+def verify(
+    session: Session,
+    user: User,
+    code: str,
+    *,
+    method: str | None = ...,
+    challenge_id: int | None = ...,
+    allow_backup: bool = ...,
+    device: ConfirmedDevice | None = ...,
+    defer_step: Literal[False] = ...,
+    clock: Clock = ...,
+) -> Method: ...
+
+
+@overload
+def verify(
+    session: Session,
+    user: User,
+    code: str,
+    *,
+    method: str | None = ...,
+    challenge_id: int | None = ...,
+    allow_backup: bool = ...,
+    device: ConfirmedDevice | None = ...,
+    defer_step: bool,
+    clock: Clock = ...,
+) -> Method | PendingStep: ...
 
 
 def verify(
@@ -101,11 +165,16 @@ def verify(
     challenge_id: int | None = None,
     allow_backup: bool = True,
     device: ConfirmedDevice | None = None,
+    defer_step: bool = False,
     clock: Clock = SYSTEM_CLOCK,
-) -> Method:
+) -> Method | PendingStep:
     """Check ``code`` for the user's second factor; returns the method that accepted it. ``user`` must be locked
     (``throttle.lock_user``) by the caller, so concurrent checks for one account run one after another. ``device``:
     the user's confirmed TOTP device, when the caller has read it already.
+
+    With ``defer_step``, an app code's step is not written here: a matching app code returns a ``PendingStep``
+    instead, which the caller records in its own statement and settles with ``step_recorded`` (the sign-in does,
+    saving a round trip). Any other method is settled here, as without it.
 
     Wrong codes count towards the account lockout; malformed input and replays do not (neither is a guess).
     """
@@ -116,6 +185,8 @@ def verify(
     if chosen is not Method.BACKUP_CODE and chosen.value != user.twofa_method:
         raise InvalidCode(f"{chosen.value} is not this account's second factor")
     try:
+        if chosen is Method.TOTP and defer_step:
+            return match_totp(session, user, code, clock, device)
         if chosen is Method.TOTP:
             verify_totp(session, user, code, clock, device)
         elif chosen is Method.EMAIL:

@@ -41,24 +41,19 @@ _t = cast(Table, UserSession.__table__)
 # A plain INSERT ... RETURNING: every sign-in writes one. Its parameters are named for the sign-in, so that the
 # statement can share them with the sign-in's other writes (``twofa.logins``); no name is that of a column of those
 # tables, as SQLAlchemy makes an UPDATE set every column its parameters name.
-INSERT = (
-    insert(_t)
-    .values(
-        {
-            "user_id": bindparam("uid"),
-            "token_hash": bindparam("session_token_hash"),
-            "created_at": bindparam("at"),
-            "last_seen_at": bindparam("at"),
-            "expires_at": bindparam("session_expires_at"),
-            "ip": bindparam("client_ip"),
-            "user_agent": bindparam("client_agent"),
-            "2fa_verified": bindparam("verified"),
-            "method": bindparam("method"),
-            "scope": bindparam("scope"),
-        }
-    )
-    .returning(_t.c.id)
-)
+PARAMETERS = {  # column: parameter
+    "user_id": "uid",
+    "token_hash": "session_token_hash",
+    "created_at": "at",
+    "last_seen_at": "at",
+    "expires_at": "session_expires_at",
+    "ip": "client_ip",
+    "user_agent": "client_agent",
+    "2fa_verified": "verified",
+    "method": "method",
+    "scope": "scope",
+}
+INSERT = insert(_t).values({column: bindparam(name) for column, name in PARAMETERS.items()}).returning(_t.c.id)
 
 
 @dataclass(frozen=True)

@@ -113,9 +113,9 @@ def test_a_successful_sign_in_writes_its_session_history_and_completed_challenge
             done = logins.complete_login(s, challenge.challenge, totp.code_at(secret, clock.now()), WEB, clock=clock)
     finally:
         event.remove(engine, "before_cursor_execute", seen)
-    # The challenge with its lock, the step update, then the three writes: in one statement on PostgreSQL.
+    # The challenge with its lock, then the step update and the three writes: in one statement on PostgreSQL.
     if engine.dialect.name == "postgresql":
-        assert statements == ["SELECT", "UPDATE", "WITH"], statements
+        assert statements == ["SELECT", "WITH"], statements
     else:
         assert statements == ["SELECT", "UPDATE", "UPDATE", "INSERT", "INSERT"], statements
     with factory() as s:
@@ -151,10 +151,12 @@ def test_the_sign_in_parameters_add_no_column_to_its_statements() -> None:
     """SQLAlchemy makes a DML statement set every column its execution parameters name: the parameters that the
     sign-in's writes share must name none beyond those each statement sets itself."""
     made = sessions.new(1, twofa_verified=True, method="totp", client=WEB, scope="full", at=datetime.now(UTC))
-    keys = list(logins.signed_in_params(made, 7, "alice@example.com"))
+    step = second_factor.PendingStep(device_id=3, ciphertext="sealed", step=123)
+    keys = list(logins.signed_in_params(made, 7, "alice@example.com") | step.params())
     pg = create_engine("postgresql+psycopg://").dialect  # compiles only: never connects
+    statements = [logins._COMPLETE_CHALLENGE, sessions.INSERT, logins._HISTORY, logins._SIGNED_IN]
     for dialect in (pg, create_engine("sqlite://").dialect):
-        for statement in (logins._COMPLETE_CHALLENGE, sessions.INSERT, logins._HISTORY, logins._SIGNED_IN):
+        for statement in [*statements, logins._SIGNED_IN_WITH_STEP]:
             assert str(statement.compile(dialect=dialect, column_keys=keys)) == str(
                 statement.compile(dialect=dialect, column_keys=[])
             )
@@ -208,6 +210,64 @@ def test_a_code_is_accepted_once(factory: sessionmaker[Session], clock: FrozenCl
         refused = s.execute(select(AuditEvent).where(AuditEvent.event == "totp_replay_refused")).scalars().all()
     assert len(refused) == 2
     assert [h for h in history(factory) if h[0] == "code_reused"] == [("code_reused", "totp", False)] * 2
+
+
+def test_a_replayed_code_writes_nothing_and_keeps_the_failure_count(
+    factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    """A replay is refused before anything of the sign-in is written: no session, the challenge still open, and the
+    wrong codes before it still counted (a used code must not reset the lockout)."""
+    user = make_user(factory, clock=clock)
+    secret, _ = enrol_totp(factory, user, clock)
+    code = totp.code_at(secret, clock.now())
+    finish(factory, begin(factory, user.email, clock).challenge, code, clock)
+    challenge = begin(factory, user.email, clock).challenge
+    near = {totp.code_at_step(secret, totp.time_step(clock.now()) + o) for o in (-1, 0, 1)}
+    wrong = next(c for c in (f"{n:06d}" for n in range(1_000_000)) if c not in near)
+    for _ in range(2):
+        with pytest.raises(InvalidCode):
+            finish(factory, challenge, wrong, clock)
+    with pytest.raises(CodeReused):
+        finish(factory, challenge, code, clock)
+    with factory() as s:
+        assert len(s.execute(select(UserSession)).scalars().all()) == 1  # the first sign-in's
+        assert s.get_one(User, user.id).second_factor_failures == 2
+    clock.advance(seconds=30)
+    done = finish(factory, challenge, totp.code_at(secret, clock.now()), clock)  # the challenge was left open
+    assert done.method == "totp"
+    assert [h[0] for h in history(factory)][-4:] == ["bad_code", "bad_code", "code_reused", "success"]
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_seed_replaced_during_the_sign_in_refuses_the_code(
+    factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    """On PostgreSQL the sign-in moves the step in its last statement, with the seed it read first as a condition:
+    a seed replaced in between (another transaction) refuses the code, and the sign-in writes nothing."""
+    user = make_user(factory, clock=clock)
+    secret, _ = enrol_totp(factory, user, clock)
+    clock.advance(seconds=30)
+    challenge = begin(factory, user.email, clock).challenge
+    engine = factory.kw["bind"]
+    with factory() as s:
+        step_before = s.execute(select(TotpDevice.last_used_step)).scalar_one()
+
+    def replace_seed(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("WITH"):  # the sign-in's last statement, about to run
+            with engine.begin() as other:
+                other.execute(update(TotpDevice).values(secret_ciphertext=crypto.encrypt(totp.new_secret())))
+
+    event.listen(engine, "before_cursor_execute", replace_seed)
+    try:
+        with pytest.raises(CodeReused):
+            finish(factory, challenge, totp.code_at(secret, clock.now()), clock)
+    finally:
+        event.remove(engine, "before_cursor_execute", replace_seed)
+    with factory() as s:
+        assert s.execute(select(TotpDevice.last_used_step)).scalar_one() == step_before
+        assert s.execute(select(UserSession)).first() is None
+        assert s.execute(select(LoginChallenge.completed_at)).scalar_one() is None
+    assert history(factory)[-1] == ("code_reused", "totp", False)
 
 
 def test_a_device_read_before_it_changed_cannot_accept_a_code(
