@@ -301,9 +301,15 @@ def _label(statement: str) -> str:
     text = " ".join(statement.split())
     verb = text.split(" ", 1)[0].upper()
     if verb == "WITH":  # data-modifying CTEs, then the statement that carries them
-        names = re.findall(r"(\w+) AS \(", text)
-        main = re.split(r"\)\s+(?=(?:INSERT|UPDATE|SELECT|DELETE)\b)", text)[-1]
-        return f"{_label(main)} WITH {', '.join(names)}"
+        names, rest = [], text[len("WITH") :]
+        while found := re.match(r"\s*,?\s*(\w+) AS \(", rest):
+            names.append(found.group(1))
+            depth, i = 1, found.end()
+            while depth:  # to the CTE's closing parenthesis
+                depth += {"(": 1, ")": -1}.get(rest[i], 0)
+                i += 1
+            rest = rest[i:]
+        return f"{_label(rest.strip())} WITH {', '.join(names)}"
     if verb == "SELECT":
         table = re.search(r"\bFROM (\w+)", text)
         name = f"SELECT {table.group(1) if table else '?'}"
