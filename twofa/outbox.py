@@ -9,7 +9,7 @@ dispatch was lost (no dispatcher, a broker outage) stay ``queued`` until a sweep
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parseaddr
@@ -120,8 +120,13 @@ def enqueue_unique(
         on_conflict=lambda stmt: stmt.on_conflict_do_nothing(index_elements=["dedupe_key"]),
     )
     inserted = {row.dedupe_key: OutboxRef(row.id, row.queue) for row in written}
-    session.info.setdefault(_PENDING, []).extend(inserted.values())
+    track(session, inserted.values())
     return inserted
+
+
+def track(session: Session, refs: Iterable[OutboxRef]) -> None:
+    """Dispatch these rows, written by a Core statement (the ORM's are found at flush), after ``session`` commits."""
+    session.info.setdefault(_PENDING, []).extend(refs)
 
 
 @event.listens_for(Session, "after_flush")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+from datetime import timedelta
+
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.helpers import PASSWORD, last_code, make_user
@@ -23,6 +26,7 @@ from twofa.mail.delivery import record_failure
 from twofa.mail.sync import deliver_queued
 from twofa.models import EmailOtp, OutboxMessage
 from twofa.models.accounts import User
+from twofa.settings import get_settings
 
 
 def email_user(factory: sessionmaker[Session], clock: FrozenClock, mailbox: MemoryBackend) -> User:
@@ -191,3 +195,101 @@ def test_a_failed_send_does_not_hold_the_user_to_the_cooldown(
     with transaction(factory) as s:
         logins.resend_login_code(s, challenge.challenge, clock)
     finish(factory, challenge.challenge, last_code(mailbox, user.email), clock)
+
+
+def test_a_new_code_voids_the_open_ones_and_is_dispatched_after_commit(
+    factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    """Every column of the new code and its outbox row, the older code voided and its queued email cancelled, and
+    the new row handed to the dispatcher once the transaction commits (one statement on PostgreSQL, several on
+    SQLite: the same rows)."""
+    user = make_user(factory, clock=clock)
+    dispatched: list[list[outbox.OutboxRef]] = []
+    previous = outbox.install_dispatcher(lambda refs: dispatched.append(list(refs)))
+    try:
+        with transaction(factory) as s:
+            first = email_otp.issue(s, user, email_otp.ENROL, clock=clock)
+        clock.advance(seconds=61)
+        with transaction(factory) as s:
+            second = email_otp.issue(s, user, email_otp.LOGIN, clock=clock)
+            assert len(dispatched) == 1  # the first one's, not this one's: nothing before the commit
+    finally:
+        outbox.install_dispatcher(previous)
+    assert dispatched == [[outbox.OutboxRef(first.outbox_id, "otp")], [outbox.OutboxRef(second.outbox_id, "otp")]]
+    with factory() as s:
+        old, new = s.get_one(EmailOtp, first.id), s.get_one(EmailOtp, second.id)
+        old_mail, mail = s.get_one(OutboxMessage, first.outbox_id), s.get_one(OutboxMessage, second.outbox_id)
+    assert old.invalidated_at == clock.now() and old.used_at is None
+    assert (old_mail.status, old_mail.last_error) == ("cancelled", "a newer code replaced it")
+    assert (new.user_id, new.purpose, new.challenge_id, new.created_at, new.failed_attempts) == (
+        user.id,
+        "login",
+        None,
+        clock.now(),
+        0,
+    )
+    assert new.expires_at == clock.now() + timedelta(minutes=5)
+    assert (new.code_hash, new.delivered_at, new.used_at, new.invalidated_at) == (None, None, None, None)
+    assert (mail.template, mail.queue, mail.to_address, mail.user_id, mail.email_otp_id) == (
+        "email_code",
+        "otp",
+        user.email,
+        user.id,
+        new.id,
+    )
+    assert (mail.status, mail.created_at, mail.not_after, mail.attempts) == ("queued", clock.now(), new.expires_at, 0)
+    assert mail.context == {"email": user.email, "issuer": get_settings().issuer, "purpose": "login"}
+    assert mail.message_id != old_mail.message_id and mail.message_id.startswith("<")
+
+
+def test_the_code_statements_parameters_add_no_column() -> None:
+    """SQLAlchemy makes an UPDATE set every column its execution parameters name: the parameters that the email
+    code's statements share must name none of the columns they update."""
+    keys = [
+        "uid", "now", "code_purpose", "login_challenge", "code_expires_at", "queued_status", "cancelled_status",
+        "replaced", "mail_template", "mail_queue", "mail_to", "mail_context", "no_attempts", "mail_message_id",
+        "hour_ago",
+    ]  # fmt: skip
+    pg = create_engine("postgresql+psycopg://").dialect  # compiles only: never connects
+    for dialect in (pg, create_engine("sqlite://").dialect):
+        for statement in (email_otp._CANCEL, email_otp._VOID, email_otp._LOCK, email_otp._RECENT):
+            assert str(statement.compile(dialect=dialect, column_keys=keys)) == str(
+                statement.compile(dialect=dialect, column_keys=[])
+            )
+    same = str(email_otp._QUEUE_CODE.compile(dialect=pg, column_keys=keys))
+    assert same == str(email_otp._QUEUE_CODE.compile(dialect=pg, column_keys=[]))
+    # The check can fail: a key naming a column of the voided codes becomes a SET clause.
+    assert "SET purpose=%(purpose)s::VARCHAR, invalidated_at=" in str(
+        email_otp._VOID.compile(dialect=pg, column_keys=[*keys, "purpose"])
+    )
+
+
+def test_requests_for_a_code_at_once_queue_one(factory: sessionmaker[Session], clock: FrozenClock) -> None:
+    """The user's row lock orders them: each later request sees the code the first committed, and waits out the
+    cooldown (a read in the locking statement itself would see the rows as they were before the wait)."""
+    user = make_user(factory, clock=clock)
+    barrier = threading.Barrier(8)
+    results: list[object] = [None] * 8
+
+    def request(i: int) -> None:
+        barrier.wait()
+        try:
+            with transaction(factory) as s:
+                results[i] = email_otp.issue(s, user, email_otp.ENROL, clock=clock)
+        except Exception as exc:  # the assertion below names any unexpected error
+            results[i] = exc
+
+    previous = outbox.install_dispatcher(None)
+    try:
+        threads = [threading.Thread(target=request, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        outbox.install_dispatcher(previous)
+    issued = [r for r in results if isinstance(r, email_otp.IssuedCode)]
+    assert len(issued) == 1, results
+    assert all(isinstance(r, ResendCooldown) for r in results if r is not issued[0]), results
+    with factory() as s:
+        assert len(s.execute(select(EmailOtp)).scalars().all()) == 1
