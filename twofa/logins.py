@@ -84,7 +84,7 @@ class LoggedIn:
 
 
 # Every sign-in attempt writes one login-history row; its parameters are named as those of ``sessions.INSERT``
-# (and, like them, for no column of the sign-in's tables).
+# (and, like them, for no column of a table the sign-in updates).
 _history = cast(Table, LoginHistory.__table__)
 _HISTORY_PARAMETERS = {  # column: parameter
     "at": "at",
@@ -297,7 +297,8 @@ def resend_login_code(session: Session, challenge_token: str, clock: Clock = SYS
 
 
 def signed_in_params(made: sessions.NewSession, challenge_id: int, email: str) -> dict[str, Any]:
-    """The parameters of a successful sign-in's writes (``_SIGNED_IN``, or its three statements on SQLite)."""
+    """The parameters of a successful sign-in's writes (``_SIGNED_IN``, or its three statements on SQLite; with a
+    ``PendingStep``'s, ``_SIGNED_IN_WITH_STEP``)."""
     outcome = Outcome.SUCCESS if made.params["scope"] == "full" else Outcome.ENROLMENT_REQUIRED
     return made.params | {"challenge_id": challenge_id, "email": email[:320], "outcome": outcome}
 
@@ -335,13 +336,8 @@ def complete_login(
             defer_step=postgres,
             clock=clock,
         )
-        if isinstance(used, second_factor.PendingStep):
-            made = _new_session(session, user, second_factor.Method.TOTP, client, clock)
-            params = signed_in_params(made, challenge_id, user.email) | used.params()
-            session_id = conn.execute(_SIGNED_IN_WITH_STEP, params).scalar_one_or_none()
-            second_factor.step_recorded(session, user, used, session_id is not None, clock)
-            assert session_id is not None  # step_recorded refuses a replay
-            return LoggedIn(session=made.issued(session_id), method=second_factor.Method.TOTP.value)
+        if isinstance(used, second_factor.PendingStep):  # an app code on PostgreSQL: one statement moves its step
+            return _signed_in_moving_step(session, found, used, client, clock)
     except DomainError as exc:
         outcome = next((o for cls, o in _OUTCOME_OF if isinstance(exc, cls)), Outcome.BAD_CODE)
         record(
@@ -365,6 +361,18 @@ def complete_login(
         session_id = conn.execute(sessions.INSERT, params).scalar_one()
         conn.execute(_HISTORY, params)
     return LoggedIn(session=made.issued(session_id), method=used.value)
+
+
+def _signed_in_moving_step(
+    session: Session, found: _Open, pending: second_factor.PendingStep, client: Client, clock: Clock
+) -> LoggedIn:
+    """The sign-in's writes and the app code's step in ``_SIGNED_IN_WITH_STEP``: all of them, or (a replay) none."""
+    made = _new_session(session, found.user, second_factor.Method.TOTP, client, clock)
+    params = signed_in_params(made, found.challenge_id, found.user.email) | pending.params()
+    session_id = session.connection().execute(_SIGNED_IN_WITH_STEP, params).scalar_one_or_none()
+    second_factor.step_recorded(session, found.user, pending, session_id is not None, clock)
+    assert session_id is not None  # step_recorded has refused the replay
+    return LoggedIn(session=made.issued(session_id), method=second_factor.Method.TOTP.value)
 
 
 def _new_session(

@@ -68,7 +68,7 @@ class ConfirmedDevice(NamedTuple):
 
 class PendingStep(NamedTuple):
     """An app code that matched, its time step not yet recorded (``verify(..., defer_step=True)``). The caller moves
-    the device's step in its own write, under ``USE_STEP``'s conditions (``USE_STEP_CTE``), and must then call
+    the device's step in its own write, under the conditions of ``verify_totp``'s (``USE_STEP_CTE``), and must then call
     ``step_recorded`` with whether that write moved it: the code is accepted only then."""
 
     device_id: int

@@ -39,8 +39,9 @@ class IssuedSession:
 
 _t = cast(Table, UserSession.__table__)
 # A plain INSERT ... RETURNING: every sign-in writes one. Its parameters are named for the sign-in, so that the
-# statement can share them with the sign-in's other writes (``twofa.logins``); no name is that of a column of those
-# tables, as SQLAlchemy makes an UPDATE set every column its parameters name.
+# statement can share them with the sign-in's other writes (``twofa.logins``); no name is that of a column of a table
+# the sign-in updates (the challenge, the TOTP device), as SQLAlchemy makes an UPDATE set every column its
+# parameters name.
 PARAMETERS = {  # column: parameter
     "user_id": "uid",
     "token_hash": "session_token_hash",

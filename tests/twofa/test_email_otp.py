@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import create_engine, select
@@ -229,7 +229,7 @@ def test_a_new_code_voids_the_open_ones_and_is_dispatched_after_commit(
         0,
     )
     assert new.expires_at == clock.now() + timedelta(minutes=5)
-    assert (new.code_hash, new.delivered_at, new.used_at, new.invalidated_at) == (None, None, None, None)
+    assert (new.code_hash, new.delivered_at, new.delivery_failed_at, new.used_at, new.invalidated_at) == (None,) * 5
     assert (mail.template, mail.queue, mail.to_address, mail.user_id, mail.email_otp_id) == (
         "email_code",
         "otp",
@@ -238,6 +238,8 @@ def test_a_new_code_voids_the_open_ones_and_is_dispatched_after_commit(
         new.id,
     )
     assert (mail.status, mail.created_at, mail.not_after, mail.attempts) == ("queued", clock.now(), new.expires_at, 0)
+    unset = (mail.org_id, mail.dedupe_key, mail.next_attempt_at, mail.lease_until, mail.sent_at, mail.last_error)
+    assert unset == (None,) * 6
     assert mail.context == {"email": user.email, "issuer": get_settings().issuer, "purpose": "login"}
     assert mail.message_id != old_mail.message_id and mail.message_id.startswith("<")
 
@@ -245,11 +247,8 @@ def test_a_new_code_voids_the_open_ones_and_is_dispatched_after_commit(
 def test_the_code_statements_parameters_add_no_column() -> None:
     """SQLAlchemy makes an UPDATE set every column its execution parameters name: the parameters that the email
     code's statements share must name none of the columns they update."""
-    keys = [
-        "uid", "now", "code_purpose", "login_challenge", "code_expires_at", "queued_status", "cancelled_status",
-        "replaced", "mail_template", "mail_queue", "mail_to", "mail_context", "no_attempts", "mail_message_id",
-        "hour_ago",
-    ]  # fmt: skip
+    at = datetime.now(UTC)
+    keys = [*email_otp._queue_code_params(1, at, "login", 2, at, "a@example.com"), "hour_ago"]
     pg = create_engine("postgresql+psycopg://").dialect  # compiles only: never connects
     for dialect in (pg, create_engine("sqlite://").dialect):
         for statement in (email_otp._CANCEL, email_otp._VOID, email_otp._LOCK, email_otp._RECENT):
@@ -293,3 +292,30 @@ def test_requests_for_a_code_at_once_queue_one(factory: sessionmaker[Session], c
     assert all(isinstance(r, ResendCooldown) for r in results if r is not issued[0]), results
     with factory() as s:
         assert len(s.execute(select(EmailOtp)).scalars().all()) == 1
+
+
+def test_an_email_user_signing_in_twice_at_once(
+    factory: sessionmaker[Session], clock: FrozenClock, mailbox: MemoryBackend
+) -> None:
+    """Each sign-in inserts its challenge (whose foreign key share-locks the user row on PostgreSQL) before it locks
+    the user to issue a code: with FOR UPDATE there, two at once deadlocked. Both get a challenge, one code leaves."""
+    user = email_user(factory, clock, mailbox)
+    sent_before = len(mailbox.sent)
+    barrier = threading.Barrier(8)
+    results: list[object] = [None] * 8
+
+    def sign_in(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = start_login(factory, user, clock)
+        except Exception as exc:  # the assertion below names any unexpected error
+            results[i] = exc
+
+    threads = [threading.Thread(target=sign_in, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(isinstance(r, logins.SecondFactorRequired) for r in results), results
+    assert sum(r.email_code_sent for r in results if isinstance(r, logins.SecondFactorRequired)) == 1
+    assert len(mailbox.sent) == sent_before + 1
