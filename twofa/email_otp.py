@@ -44,7 +44,7 @@ REPLACED = "a newer code replaced it"
 # failed for good never reached the user: it holds them to no cooldown and no cap.
 # FOR NO KEY UPDATE: the sign-in has inserted its challenge first, whose foreign key holds a KEY SHARE lock on the
 # user; FOR UPDATE conflicts with that, and two sign-ins at once would deadlock. It still excludes every other
-# update lock on the row (``throttle.lock_user``'s FOR UPDATE included).
+# update lock on the row (``throttle.lock_user`` takes the same).
 _LOCK = select(_users.c.email).where(_users.c.id == bindparam("uid")).with_for_update(key_share=True)
 _RECENT = select(
     func.max(_c.created_at),

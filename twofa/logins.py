@@ -222,7 +222,7 @@ _OPEN_CHALLENGE = (
     .join(LoginChallenge, LoginChallenge.user_id == _users.c.id)
     .outerjoin(TotpDevice, (TotpDevice.user_id == _users.c.id) & TotpDevice.confirmed_at.is_not(None))
     .where(LoginChallenge.token_hash == bindparam("token_hash"))
-    .with_for_update(of=(LoginChallenge.__table__, _users))
+    .with_for_update(of=(LoginChallenge.__table__, _users), key_share=True)  # as ``throttle.lock_user``
 )
 
 

@@ -21,10 +21,12 @@ from twofa.settings import get_settings
 
 
 def lock_user(session: Session, user_id: int) -> User:
-    """The user row, locked for the rest of the transaction."""
-    return session.execute(
-        select(User).where(User.id == user_id).with_for_update().execution_options(populate_existing=True)
-    ).scalar_one()
+    """The user row, locked for the rest of the transaction. FOR NO KEY UPDATE, as every lock this service takes on
+    a user: it excludes the others, not the KEY SHARE lock that inserting a row which refers to the user takes (a
+    transaction that had written such a row, an audit event say, and then asked for FOR UPDATE could deadlock with
+    another doing the same)."""
+    locked = select(User).where(User.id == user_id).with_for_update(key_share=True)
+    return session.execute(locked.execution_options(populate_existing=True)).scalar_one()
 
 
 def check(user: User, clock: Clock = SYSTEM_CLOCK) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.helpers import PASSWORD, enrol_totp, last_code, make_user, subjects
 from tests.twofa.test_login import WEB, begin, finish
-from twofa import api_keys, enrolment, logins, manage, totp
+from twofa import api_keys, audit, enrolment, logins, manage, throttle, totp
 from twofa.clock import FrozenClock
 from twofa.db import transaction
 from twofa.errors import (
@@ -151,3 +153,34 @@ def test_users_are_reloaded_not_trusted_from_the_caller(factory: sessionmaker[Se
     stale = User(id=user.id, email=user.email, password_hash=user.password_hash)  # twofa_method None
     with pytest.raises(Exception, match="already on"), transaction(factory) as s:
         enrolment.start_totp(s, stale, clock)
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_user_locks_taken_after_writing_rows_that_refer_to_the_user(
+    factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    """A row referring to a user (an audit event here) share-locks the user on PostgreSQL. Two transactions that each
+    wrote one and then lock the user must take turns: with FOR UPDATE, each waited for the other's share lock and
+    one died in a deadlock."""
+    user = make_user(factory, clock=clock)
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def write_then_lock() -> None:
+        try:
+            with transaction(factory) as s:
+                audit.record(s, audit.Event.CODE_REPLAY_REFUSED, user_id=user.id, clock=clock)
+                s.flush()
+                barrier.wait(timeout=10)
+                throttle.lock_user(s, user.id)
+        except BaseException as exc:  # the assertion below names it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write_then_lock) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with factory() as s:
+        assert len(s.execute(select(AuditEvent).where(AuditEvent.user_id == user.id)).scalars().all()) == 2
