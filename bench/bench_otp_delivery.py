@@ -671,6 +671,7 @@ def run(b: Run) -> None:
     totals = {False: Totals(), True: Totals()}
     for i in range(a.rounds):
         this_round: dict[bool, float] = {}
+        elsewhere: dict[bool, float] = {}  # cores other jobs or the hypervisor took during the measurement
         for reuse in (False, True) if i % 2 == 0 else (True, False):
             w = b.worker(
                 f"worker-reuse-{reuse}",
@@ -687,9 +688,14 @@ def run(b: Run) -> None:
             b.stop(w)
             totals[reuse].add(sat.requests, sat.seconds, sat.issue_seconds, meter.used)
             this_round[reuse] = sat.tps
+            elsewhere[reuse] = (meter.used["other"] + meter.used["steal"]) / sat.seconds
+        # Rounds of one run have read from 0.85x to 2.35x. Say how busy the rest of the host was, so that a round
+        # that other jobs or the hypervisor disturbed shows as such (most such swings came with none).
+        taken = max(elsewhere.values())
         say(
             f"round {i + 1}: per message {this_round[False]:.0f}/s, reused {this_round[True]:.0f}/s "
-            f"({this_round[True] / this_round[False]:.2f}x)"
+            f"({this_round[True] / this_round[False]:.2f}x); other jobs and steal up to {taken:.2f} cores"
+            + (" (disturbed)" if taken > 0.1 * (os.cpu_count() or 1) else "")
         )
     for reuse, t in totals.items():
         say(f"SMTP connection {'reused' if reuse else 'per message'}: {t.count} OTPs, {t.tps:.0f} OTP/s")
