@@ -5,7 +5,10 @@ from __future__ import annotations
 import email
 import email.policy
 import re
+import threading
+from collections.abc import Callable, Sequence
 from email.message import EmailMessage, Message
+from typing import TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -16,6 +19,7 @@ from twofa.mail.backends import MemoryBackend
 from twofa.models import TotpDevice, User
 
 PASSWORD = "correct horse battery"
+T = TypeVar("T")
 
 
 def make_user(
@@ -75,3 +79,28 @@ def last_code(mailbox: MemoryBackend, to: str) -> str:
 
 def subjects(mailbox: MemoryBackend, to: str) -> list[str]:
     return [str(m["Subject"]) for m in mailbox.sent if m["To"] == to]
+
+
+def at_once(
+    calls: Sequence[Callable[[], T]], *, barrier: threading.Barrier | None = None, timeout: float = 60
+) -> list[T | BaseException]:
+    """Run each call in a thread of its own, all released together; returns each call's result, or the exception it
+    raised, in order. With ``barrier`` (of ``len(calls)`` parties) the calls meet at it themselves, at a point of
+    their choosing (inside a transaction, say), instead of before they start."""
+    start = barrier or threading.Barrier(len(calls))
+    results: list[T | BaseException] = [RuntimeError("did not finish")] * len(calls)
+
+    def run(i: int) -> None:
+        try:
+            if barrier is None:
+                start.wait(timeout)
+            results[i] = calls[i]()
+        except BaseException as exc:  # returned to the test, which asserts on it
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    return results

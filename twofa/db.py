@@ -140,6 +140,12 @@ def _ping_when_idle(engine: Engine) -> None:
             raise DisconnectionError("a pooled connection did not answer its ping") from exc
 
 
+def insert_values(table: Table, parameters: Mapping[str, str]) -> Insert:
+    """``INSERT INTO table (columns) VALUES (:parameters)``, ``parameters`` mapping each column to the name of the
+    execution parameter that fills it: statements that share one set of parameters name them once."""
+    return insert(table).values({col: bindparam(name) for col, name in parameters.items()})
+
+
 def insert_where(table: Table, parameters: Mapping[str, str], condition: ColumnElement[bool]) -> Insert:
     """``INSERT INTO table (columns) SELECT :parameters WHERE condition``: the row of ``parameters`` (column: parameter
     name) is written only where ``condition`` holds, such as a row returned by another part of the statement."""

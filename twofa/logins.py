@@ -7,14 +7,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from twofa import crypto, email_otp, second_factor, sessions
 from twofa.accounts import get_user
 from twofa.clock import SYSTEM_CLOCK, Clock
-from twofa.db import UTCDateTime, insert_where
+from twofa.db import UTCDateTime, insert_values, insert_where
 from twofa.errors import (
     ChallengeInvalid,
     CodeReused,
@@ -96,7 +96,7 @@ _HISTORY_PARAMETERS = {  # column: parameter
     "method": "method",
     "2fa_verified": "verified",
 }
-_HISTORY = insert(_history).values({column: bindparam(name) for column, name in _HISTORY_PARAMETERS.items()})
+_HISTORY = insert_values(_history, _HISTORY_PARAMETERS)
 
 
 def record(

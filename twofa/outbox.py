@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parseaddr
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import event
@@ -47,8 +48,13 @@ def install_dispatcher(dispatcher: Dispatcher | None) -> Dispatcher | None:
 
 
 def new_message_id() -> str:
-    domain = parseaddr(get_settings().mail_from)[1].rpartition("@")[2] or "localhost"
-    return f"<{uuid.uuid4().hex}@{domain}>"
+    return f"<{uuid.uuid4().hex}@{_domain(get_settings().mail_from)}>"
+
+
+@lru_cache(maxsize=4)
+def _domain(mail_from: str) -> str:
+    """The domain of ``TWOFA_MAIL_FROM``, parsed once: every email asks for it."""
+    return parseaddr(mail_from)[1].rpartition("@")[2] or "localhost"
 
 
 def enqueue(

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from twofa import crypto
 from twofa.clock import SYSTEM_CLOCK, Clock
+from twofa.db import insert_values
 from twofa.errors import InvalidSession, NotFound
 from twofa.models import User, UserSession
 from twofa.settings import get_settings
@@ -54,7 +55,7 @@ PARAMETERS = {  # column: parameter
     "method": "method",
     "scope": "scope",
 }
-INSERT = insert(_t).values({column: bindparam(name) for column, name in PARAMETERS.items()}).returning(_t.c.id)
+INSERT = insert_values(_t, PARAMETERS).returning(_t.c.id)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import threading
+import functools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,7 +13,7 @@ from policies import reminders
 from policies.evaluate import evaluate
 from policies.rules import get_policy, set_policy
 from policies.verdicts import Compliant, Exempt, Overdue, Pending
-from tests.helpers import PASSWORD, enrol_totp, make_user
+from tests.helpers import PASSWORD, at_once, enrol_totp, make_user
 from twofa import accounts, logins, manage, totp
 from twofa.clock import FrozenClock
 from twofa.db import transaction
@@ -129,22 +129,8 @@ def test_concurrent_runs_send_each_email_once(factory: sessionmaker[Session], cl
     for i in range(10):
         make_user(factory, f"m{i}@acme.io", role="admin", clock=clock)
     clock.set(at(15))
-    barrier = threading.Barrier(4)
-    errors: list[BaseException] = []
-
-    def one_run() -> None:
-        barrier.wait()
-        try:
-            run(factory, clock)
-        except BaseException as exc:  # reported by the assertion below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=one_run) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    results = at_once([functools.partial(run, factory, clock)] * 4)
+    assert [r for r in results if isinstance(r, BaseException)] == []
     emails = sent(factory)
     assert len(emails) == 10 + 10  # one overdue reminder each, one escalation to each admin
     assert len({(t, to, stage) for _, t, to, stage in emails}) == len(emails)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import threading
+import functools
 from collections.abc import Iterator
 from datetime import timedelta
 from email.message import Message
@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.helpers import make_user
+from tests.helpers import at_once, make_user
 from twofa import audit, email_otp, outbox
 from twofa.clock import FrozenClock
 from twofa.db import transaction
@@ -198,18 +198,9 @@ def test_two_batches_of_the_same_rows_at_once_send_each_once(
 ) -> None:
     ids = queue_bulk(factory, clock, 40)
     backend = MemoryBackend()
-    barrier = threading.Barrier(2)
-    results: list[dict[str, int]] = []
-
-    def one() -> None:
-        barrier.wait()
-        results.append(run(factory, ids, backend, clock))
-
-    threads = [threading.Thread(target=one) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = at_once([functools.partial(run, factory, ids, backend, clock)] * 2)
+    counts = [r for r in results if isinstance(r, dict)]
+    assert len(counts) == 2, results
     assert sorted(recipients(backend)) == sorted(f"m{i}@example.com" for i in range(40))
-    assert sum(r.get("sent", 0) for r in results) == 40
-    assert sum(r.get("skipped", 0) for r in results) == 40
+    assert sum(r.get("sent", 0) for r in counts) == 40
+    assert sum(r.get("skipped", 0) for r in counts) == 40

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.helpers import make_user
+from tests.helpers import at_once, make_user
 from twofa import email_otp, maintenance, outbox
 from twofa.clock import FrozenClock
 from twofa.db import transaction
@@ -164,27 +164,21 @@ def test_expiry_and_sweeps_run_twice_at_once(
     rows = [queue_code(factory, clock, f"u{i}@example.com") for i in range(30)]
     clock.advance(seconds=600)  # every code past its validity, every row past its due time
     barrier = threading.Barrier(4)
-    counts: list[int] = []
-    errors: list[BaseException] = []
 
-    def run(job: str) -> None:
-        try:
-            with transaction(factory) as s:
-                barrier.wait(10)
-                if job == "expire":
-                    counts.append(maintenance.expire(s, clock).codes)
-                else:
-                    assert stale(s, clock, grace=timedelta(seconds=30)) == []  # expired, not handed out again
-        except BaseException as exc:
-            errors.append(exc)
+    def expire() -> int:
+        with transaction(factory) as s:
+            barrier.wait(10)
+            return maintenance.expire(s, clock).codes
 
-    threads = [threading.Thread(target=run, args=(job,)) for job in ("expire", "expire", "sweep", "sweep")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert errors == []
-    assert sorted(counts) == [0, 30]  # one run ended them all; the other found nothing left
+    def sweep() -> int:
+        with transaction(factory) as s:
+            barrier.wait(10)
+            return len(stale(s, clock, grace=timedelta(seconds=30)))
+
+    results = at_once([expire, expire, sweep, sweep], barrier=barrier)
+    assert all(isinstance(r, int) for r in results), results  # no run failed
+    assert sorted(r for r in results[:2] if isinstance(r, int)) == [0, 30]  # one run ended them all; the other none
+    assert results[2:] == [0, 0]  # the rows expired: none handed out again
     assert {status(factory, r) for r in rows} == {"expired"}
     with factory() as s:
         assert s.execute(select(EmailOtp).where(EmailOtp.invalidated_at.is_(None))).scalars().all() == []

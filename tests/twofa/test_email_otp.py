@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import threading
+import functools
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.helpers import PASSWORD, last_code, make_user
+from tests.helpers import PASSWORD, at_once, last_code, make_user
 from tests.twofa.test_login import WEB, finish
 from twofa import email_otp, enrolment, logins, outbox
 from twofa.clock import FrozenClock
@@ -267,24 +267,14 @@ def test_requests_for_a_code_at_once_queue_one(factory: sessionmaker[Session], c
     """The user's row lock orders them: each later request sees the code the first committed, and waits out the
     cooldown (a read in the locking statement itself would see the rows as they were before the wait)."""
     user = make_user(factory, clock=clock)
-    barrier = threading.Barrier(8)
-    results: list[object] = [None] * 8
 
-    def request(i: int) -> None:
-        barrier.wait()
-        try:
-            with transaction(factory) as s:
-                results[i] = email_otp.issue(s, user, email_otp.ENROL, clock=clock)
-        except Exception as exc:  # the assertion below names any unexpected error
-            results[i] = exc
+    def request() -> email_otp.IssuedCode:
+        with transaction(factory) as s:
+            return email_otp.issue(s, user, email_otp.ENROL, clock=clock)
 
     previous = outbox.install_dispatcher(None)
     try:
-        threads = [threading.Thread(target=request, args=(i,)) for i in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        results = at_once([request] * 8)
     finally:
         outbox.install_dispatcher(previous)
     issued = [r for r in results if isinstance(r, email_otp.IssuedCode)]
@@ -301,21 +291,7 @@ def test_an_email_user_signing_in_twice_at_once(
     the user to issue a code: with FOR UPDATE there, two at once deadlocked. Both get a challenge, one code leaves."""
     user = email_user(factory, clock, mailbox)
     sent_before = len(mailbox.sent)
-    barrier = threading.Barrier(8)
-    results: list[object] = [None] * 8
-
-    def sign_in(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = start_login(factory, user, clock)
-        except Exception as exc:  # the assertion below names any unexpected error
-            results[i] = exc
-
-    threads = [threading.Thread(target=sign_in, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = at_once([functools.partial(start_login, factory, user, clock)] * 8)
     assert all(isinstance(r, logins.SecondFactorRequired) for r in results), results
     assert sum(r.email_code_sent for r in results if isinstance(r, logins.SecondFactorRequired)) == 1
     assert len(mailbox.sent) == sent_before + 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import threading
+import functools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import create_engine, event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.helpers import PASSWORD, enrol_totp, make_user
+from tests.helpers import PASSWORD, at_once, enrol_totp, make_user
 from twofa import crypto, logins, second_factor, sessions, totp
 from twofa.clock import FrozenClock
 from twofa.db import transaction
@@ -300,21 +300,7 @@ def test_twenty_concurrent_submissions_of_one_code(factory: sessionmaker[Session
     secret, _ = enrol_totp(factory, user, clock)
     challenges = [begin(factory, user.email, clock).challenge for _ in range(20)]
     code = totp.code_at(secret, clock.now())
-    barrier = threading.Barrier(20)
-    results: list[Any] = [None] * 20
-
-    def submit(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = finish(factory, challenges[i], code, clock)
-        except Exception as exc:  # the assertion below names any unexpected error
-            results[i] = exc
-
-    threads = [threading.Thread(target=submit, args=(i,)) for i in range(20)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = at_once([functools.partial(finish, factory, c, code, clock) for c in challenges])
     successes = [r for r in results if isinstance(r, logins.LoggedIn)]
     assert len(successes) == 1
     assert all(isinstance(r, CodeReused) for r in results if r is not successes[0]), results
