@@ -66,6 +66,28 @@ def test_starttls_and_login(tls_server: tuple[Controller, ScriptedHandler, Path]
     assert [r.message["To"] for r in handler.received] == ["u1@example.com", "u2@example.com"]
 
 
+def test_a_connection_per_message_loads_the_certificates_once(
+    tls_server: tuple[Controller, ScriptedHandler, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    controller, handler, cert = tls_server
+    made: list[ssl.SSLContext] = []
+    create = ssl.create_default_context
+
+    def counted(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        made.append(create(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    smtp = backend(controller, cert, smtp_reuse_connection=False)
+    try:
+        for n in range(3):
+            smtp.send(message(n))
+    finally:
+        smtp.close()
+    assert len(handler.received) == 3
+    assert len(made) == 1  # not one per connection: each costs about 15 ms of CPU
+
+
 def test_wrong_password_sends_nothing(tls_server: tuple[Controller, ScriptedHandler, Path]) -> None:
     # aiosmtpd stalls after refusing AUTH LOGIN, so the refusal may surface as a timeout (transient) rather than
     # the 535 (permanent) a production relay answers; either way nothing is delivered.
