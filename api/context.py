@@ -10,7 +10,7 @@ from fastapi import Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import ApiError
-from api.ratelimit import Limiter, account_key
+from api.ratelimit import Limiter, account_key, challenge_key
 from twofa import api_keys, sessions
 from twofa.clock import Clock
 from twofa.db import transaction
@@ -59,11 +59,17 @@ class Ctx:
         """``limit`` on the event loop."""
         _refuse_after(await self.limiter.ahit(key, limit, window))
 
-    def limit_auth(self, email: str | None = None) -> None:
-        """The stricter limits of the endpoints that check passwords and codes."""
+    def limit_auth(self, email: str | None = None, challenge: str | None = None) -> None:
+        """The stricter limits of the endpoints that check passwords and codes: per IP, and per account.
+
+        The second step of a sign-in names its account only through the challenge, which the database must be read
+        to resolve; it is limited per challenge instead. That bounds the account too: a challenge belongs to one
+        account, and only a password sign-in, limited per account, makes one."""
         self.limit(f"ip:{self.client.ip}:auth", self.settings.ratelimit_auth_per_ip)
         if email:
             self.limit(account_key(email), self.settings.ratelimit_auth_per_account)
+        if challenge:
+            self.limit(challenge_key(challenge), self.settings.ratelimit_auth_per_account)
 
     def principal(self, session: Session, *, api_key: bool = False, enrol_scope: bool = False) -> Principal:
         """Who is calling: a session token, or (where ``api_key``) an API key. A session limited to enrolment is

@@ -92,3 +92,8 @@ class RedisLimiter:
 def account_key(email: str) -> str:
     # Keyed on a hash, so the limiter's store holds no address.
     return "acct:" + hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
+
+
+def challenge_key(token: str) -> str:
+    # Keyed on a hash: the token is a secret, and the limiter's store (Redis) must not hold it.
+    return "chal:" + hashlib.sha256(token.encode()).hexdigest()[:32]

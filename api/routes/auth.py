@@ -63,7 +63,7 @@ def login(body: LoginRequest, ctx: CtxDep) -> LoginResponse:
 )
 def second_factor_login(body: SecondFactorRequest, ctx: CtxDep) -> LoginResponse:
     """Finish a login with a TOTP code, an email code or a backup code."""
-    ctx.limit_auth()
+    ctx.limit_auth(challenge=body.challenge)
     with ctx.unit() as s:
         done = logins.complete_login(s, body.challenge, body.code, ctx.client, method=body.method, clock=ctx.clock)
     return _logged_in(done)
@@ -73,7 +73,7 @@ def second_factor_login(body: SecondFactorRequest, ctx: CtxDep) -> LoginResponse
 def email_otp(body: EmailOtpRequest, ctx: CtxDep) -> Accepted:
     """Queue an email code: with ``challenge``, for that login (a resend); signed in without 2FA, to start email
     2FA; signed in with email 2FA, to confirm a disable or a backup-code regeneration."""
-    ctx.limit_auth()
+    ctx.limit_auth(challenge=body.challenge)
     with ctx.unit() as s:
         if body.challenge:
             logins.resend_login_code(s, body.challenge, ctx.clock)
