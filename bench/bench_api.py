@@ -13,6 +13,11 @@ statements, the commit and Python.
 
 Goal (the issue): the login rate is at least 25% of the trivial endpoint's, with 0 errors and every history row.
 
+The ratio depends on how the trivial endpoint runs. ``/healthz`` is a plain ``def``, which FastAPI runs in its own
+thread pool (anyio's, as ``api.routing`` runs the API's slow reads); sign-ins take the API's slot threads, a cheaper
+trip. Measured on one host on 2026-11-30, 16 connections: ``/healthz`` 2,900 requests/s (login/trivial 0.267); the
+same answer from an ``async def``, 6,200/s (0.135); from a ``def`` on the slot threads, 4,000/s (0.19).
+
     .venv/bin/python bench/bench_api.py [--help]
 
 Human-readable lines first; the last line of stdout is one JSON object with every figure and the goal.
