@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BindParameter,
     ColumnElement,
     DateTime,
     Engine,
@@ -146,11 +147,17 @@ def insert_values(table: Table, parameters: Mapping[str, str]) -> Insert:
     return insert(table).values({col: bindparam(name) for col, name in parameters.items()})
 
 
+def typed_parameters(table: Table, parameters: Mapping[str, str]) -> list[BindParameter[Any]]:
+    """The execution parameters of ``parameters`` (column: parameter name), each typed as its column of ``table``:
+    the values of an ``INSERT ... SELECT``, where nothing else gives them a type."""
+    return [bindparam(name, type_=table.c[col].type) for col, name in parameters.items()]
+
+
 def insert_where(table: Table, parameters: Mapping[str, str], condition: ColumnElement[bool]) -> Insert:
     """``INSERT INTO table (columns) SELECT :parameters WHERE condition``: the row of ``parameters`` (column: parameter
     name) is written only where ``condition`` holds, such as a row returned by another part of the statement."""
-    values = select(*(bindparam(name, type_=table.c[col].type) for col, name in parameters.items()))
-    return insert(table).from_select(list(parameters), values.where(condition))
+    values = select(*typed_parameters(table, parameters)).where(condition)
+    return insert(table).from_select(list(parameters), values)
 
 
 def insert_rows(

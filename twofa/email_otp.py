@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 
 from twofa import crypto, outbox
 from twofa.clock import SYSTEM_CLOCK, Clock
-from twofa.db import UTCDateTime
+from twofa.db import UTCDateTime, typed_parameters
 from twofa.errors import CodeExpired, CodeReused, HourlyCapReached, InvalidCode, ResendCooldown, recorded
-from twofa.mail.delivery import email_code_hash
+from twofa.mail.delivery import REPLACED, email_code_hash
 from twofa.models import EmailOtp, OutboxMessage, OutboxStatus, User
 from twofa.notify import Template
 from twofa.settings import get_settings
@@ -36,7 +36,6 @@ _c = _codes.c
 _outbox = cast(Table, OutboxMessage.__table__)
 _o = _outbox.c
 _users = cast(Table, User.__table__)
-REPLACED = "a newer code replaced it"
 
 # The user's row locked first, then what the resend cooldown and the hourly cap need: two statements, as a read in
 # the locking statement would see the rows as they were before it waited for the lock (PostgreSQL's snapshot is taken
@@ -91,11 +90,7 @@ _QUEUE_CODE = (
     insert(_outbox)
     .from_select(
         [*_CODE_MAIL, "email_otp_id", "not_after"],
-        select(
-            *(bindparam(name, type_=_outbox.c[column].type) for column, name in _CODE_MAIL.items()),
-            _NEW_CODE.c.id,
-            _NEW_CODE.c.expires_at,
-        ),
+        select(*typed_parameters(_outbox, _CODE_MAIL), _NEW_CODE.c.id, _NEW_CODE.c.expires_at),
     )
     .returning(_o.id, _o.email_otp_id)
     .add_cte(_CANCEL.cte("cancelled"))

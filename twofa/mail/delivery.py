@@ -34,6 +34,11 @@ class Delivery(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
+# Why a code's email is cancelled: a newer code for the same user voided it (``email_otp.issue`` cancels the queued
+# ones; one already claimed meets it here).
+REPLACED = "a newer code replaced it"
+
+
 def email_code_hash(otp_id: int, code: str) -> bytes:
     return crypto.keyed_hash("email_otp", f"{otp_id}:{code}")
 
@@ -113,7 +118,7 @@ def deliver(session: Session, outbox_id: int, backend: MailBackend, clock: Clock
     made: dict[str, Any] | None = None  # the email code's hash, to store with the "sent" mark
     if row.email_otp_id is not None:
         if row.code_invalidated_at is not None or row.code_used_at is not None:
-            return _end(conn, outbox_id, Delivery.CANCELLED, "a newer code replaced it")
+            return _end(conn, outbox_id, Delivery.CANCELLED, REPLACED)
         if now >= row.code_expires_at:
             conn.execute(_CODE_UNSENT, {"cid": row.email_otp_id, "at": now})
             return _end(conn, outbox_id, Delivery.EXPIRED, "expired before it could be sent")
