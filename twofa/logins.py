@@ -7,14 +7,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, update
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy import Select, Table, bindparam, select, update
+from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
 from twofa import crypto, email_otp, second_factor, sessions
 from twofa.accounts import get_user
 from twofa.clock import SYSTEM_CLOCK, Clock
-from twofa.db import UTCDateTime, insert_values, insert_where
+from twofa.db import UTCDateTime, insert_values, insert_where, transaction
 from twofa.errors import (
     ChallengeInvalid,
     CodeReused,
@@ -210,7 +210,7 @@ def _send_login_code(session: Session, user: User, challenge_id: int, clock: Clo
 # through the ORM made this read cost 0.7 ms of CPU instead of 0.5 (``_attached`` makes the row the session's User).
 _users = cast(Table, User.__table__)
 _USER_ATTRS = [(prop.key, prop.columns[0]) for prop in User.__mapper__.column_attrs]
-_OPEN_CHALLENGE = (
+_CHALLENGE_READ = (
     select(
         *(column for _, column in _USER_ATTRS),
         LoginChallenge.id,
@@ -222,8 +222,8 @@ _OPEN_CHALLENGE = (
     .join(LoginChallenge, LoginChallenge.user_id == _users.c.id)
     .outerjoin(TotpDevice, (TotpDevice.user_id == _users.c.id) & TotpDevice.confirmed_at.is_not(None))
     .where(LoginChallenge.token_hash == bindparam("token_hash"))
-    .with_for_update(of=(LoginChallenge.__table__, _users), key_share=True)  # as ``throttle.lock_user``
 )
+_OPEN_CHALLENGE = _CHALLENGE_READ.with_for_update(of=(LoginChallenge.__table__, _users), key_share=True)  # as lock_user
 
 
 def _attached(session: Session, values: dict[str, Any]) -> User:
@@ -263,6 +263,57 @@ _SIGNED_IN_WITH_STEP = (
     .add_cte(insert_where(_history, _HISTORY_PARAMETERS, _STEP_USED).cte("history_written"))
 )
 
+# The optimistic sign-in (``finish_login``): a matching app code, on an account with no failed attempt, written by one
+# statement in autocommit after an unlocked read: two round trips, without BEGIN and COMMIT, instead of four. What
+# the locked path decides under its locks, the statement checks again on each row as it takes it (PostgreSQL re-reads
+# a row that another transaction changed while the statement waited for it), and it writes all or nothing:
+# - It first locks the user row, as every path that checks a code does, and only while the account's second factor
+#   is still the app with no failed attempt and no lockout. A wrong code being counted meanwhile makes it wait, then
+#   write nothing: codes are still judged one after another per account, and a lockout still bounds the guesses
+#   however many arrive at once (checked without this lock, each would be compared with the right code).
+# - The device's step moves only past the last one used, and only while the device holds the seed read
+#   (``second_factor.USE_STEP``): a replay, or 2FA turned off meanwhile, writes nothing.
+# - The challenge is completed only while it is open and unexpired; the session and its history row are written
+#   only if it was. (Two different valid codes sent at once on one challenge: the second moves the step, then
+#   stops here.)
+# The user row is locked before the device and the challenge, as the locked path (user, challenge, then device)
+# and 2FA's disable and reset (user, then device) do: the same order everywhere, so no deadlock.
+_u = _users.c
+_USER_HELD = (
+    select(_u.id)
+    .where(
+        _u.id == bindparam("uid"),
+        _u.twofa_method == second_factor.Method.TOTP.value,
+        _u.second_factor_failures == 0,
+        _u.second_factor_locked_until.is_(None),
+    )
+    .with_for_update(key_share=True)
+    .cte("user_held")
+)
+_STEP_MOVED = second_factor.USE_STEP.where(select(_USER_HELD.c.id).exists()).cte("step_used")
+_challenges = cast(Table, LoginChallenge.__table__)
+_CHALLENGE_TAKEN = (
+    update(_challenges)
+    .where(
+        _challenges.c.id == bindparam("challenge_id"),
+        _challenges.c.completed_at.is_(None),
+        _challenges.c.expires_at > bindparam("at", type_=UTCDateTime()),
+        select(_STEP_MOVED.c.id).exists(),
+    )
+    .values(completed_at=bindparam("at", type_=UTCDateTime()))
+    .returning(_challenges.c.id)
+    .cte("challenge_completed")
+)
+_TAKEN = select(_CHALLENGE_TAKEN.c.id).exists()
+_SIGNED_IN_AT_ONCE = (
+    insert_where(cast(Table, UserSession.__table__), sessions.PARAMETERS, _TAKEN)
+    .returning(UserSession.__table__.c.id)
+    .add_cte(_USER_HELD)
+    .add_cte(_STEP_MOVED)
+    .add_cte(_CHALLENGE_TAKEN)
+    .add_cte(insert_where(_history, _HISTORY_PARAMETERS, _TAKEN).cte("history_written"))
+)
+
 
 @dataclass(frozen=True)
 class _Open:
@@ -277,12 +328,21 @@ def _open_challenge(session: Session, token: str, clock: Clock) -> _Open:
     if not isinstance(token, str) or not token:
         raise ChallengeInvalid()
     session.flush()  # as the ORM's own reads do: the Core read below must not overwrite unflushed changes
-    found = session.connection().execute(_OPEN_CHALLENGE, {"token_hash": crypto.token_hash(token)}).first()
+    found = _read_challenge(session, _OPEN_CHALLENGE, token, clock)
     if found is None:
         raise ChallengeInvalid()
+    return found
+
+
+def _read_challenge(session: Session, statement: Select[Any], token: str, clock: Clock) -> _Open | None:
+    """The challenge ``token`` as ``statement`` (``_OPEN_CHALLENGE`` or ``_CHALLENGE_READ``) reads it; None when
+    there is none, or it is completed or expired."""
+    found = session.connection().execute(statement, {"token_hash": crypto.token_hash(token)}).first()
+    if found is None:
+        return None
     *user_values, challenge_id, completed_at, expires_at, device_id, secret_ciphertext = found
     if completed_at is not None or expires_at <= clock.now():
-        raise ChallengeInvalid()
+        return None
     user = _attached(session, {key: value for (key, _), value in zip(_USER_ATTRS, user_values, strict=True)})
     device = None if device_id is None else second_factor.ConfirmedDevice(device_id, secret_ciphertext)
     return _Open(challenge_id, user, device)
@@ -311,6 +371,58 @@ _OUTCOME_OF: Sequence[tuple[type[DomainError], str]] = (
 )
 
 
+def finish_login(
+    factory: sessionmaker[Session],
+    challenge_token: str,
+    code: str,
+    client: Client,
+    *,
+    method: str | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> LoggedIn:
+    """The second step in a unit of work of its own (the API's): the usual case, a matching app code on an account
+    with no failed attempt, in one statement on PostgreSQL (``_SIGNED_IN_AT_ONCE``); every other case, and any the
+    statement did not write, in ``complete_login``'s transaction, which decides it under the user's lock (and
+    records the attempt when it fails)."""
+    with factory() as session:
+        done = _sign_in_at_once(session, challenge_token, code, client, method, clock)
+    if done is not None:
+        return done
+    with transaction(factory) as session:
+        return complete_login(session, challenge_token, code, client, method=method, clock=clock)
+
+
+def _sign_in_at_once(
+    session: Session, token: str, code: str, client: Client, method: str | None, clock: Clock
+) -> LoggedIn | None:
+    """``_SIGNED_IN_AT_ONCE`` on an autocommit connection: the sign-in, or None when it is for the locked path
+    (SQLite, another method, a failed attempt on record, a code that does not match, anything the statement
+    refused). Writes nothing else."""
+    if session.get_bind().dialect.name != "postgresql" or method not in (None, second_factor.Method.TOTP.value):
+        return None
+    if not isinstance(token, str) or not token:
+        return None
+    session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    found = _read_challenge(session, _CHALLENGE_READ, token, clock)
+    if found is None or found.device is None:
+        return None
+    user = found.user
+    if user.twofa_method != second_factor.Method.TOTP or user.second_factor_failures or user.second_factor_locked_until:
+        return None
+    try:
+        if second_factor.pick_method(user, code, method) is not second_factor.Method.TOTP:
+            return None
+        pending = second_factor.match_totp(session, user, code, clock, found.device)
+    except DomainError:
+        return None
+    made = _new_session(session, user, second_factor.Method.TOTP, client, clock)
+    params = signed_in_params(made, found.challenge_id, user.email) | pending.params()
+    session_id = session.connection().execute(_SIGNED_IN_AT_ONCE, params).scalar_one_or_none()
+    if session_id is None:
+        return None
+    return LoggedIn(session=made.issued(session_id), method=second_factor.Method.TOTP.value)
+
+
 def complete_login(
     session: Session,
     challenge_token: str,
@@ -320,7 +432,8 @@ def complete_login(
     method: str | None = None,
     clock: Clock = SYSTEM_CLOCK,
 ) -> LoggedIn:
-    """The second step: a TOTP code, an email code or a backup code for an open challenge."""
+    """The second step, in the caller's transaction: a TOTP code, an email code or a backup code for an open
+    challenge, judged under the user's lock."""
     found = _open_challenge(session, challenge_token, clock)
     challenge_id, user = found.challenge_id, found.user
     conn = session.connection()

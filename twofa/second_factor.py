@@ -44,8 +44,9 @@ _DEVICE = select(_devices.c.id, _devices.c.secret_ciphertext).where(
     _devices.c.user_id == bindparam("user_id"), _devices.c.confirmed_at.is_not(None)
 )
 # The device must still hold the seed the code was checked against: a caller's copy (``ConfirmedDevice``) may come
-# from a snapshot taken before it waited for the user's lock.
-_USE_STEP = (
+# from a snapshot taken before it waited for the user's lock. Public for callers that move the step in a statement of
+# their own, under further conditions (``USE_STEP_CTE``; the sign-in's ``logins._SIGNED_IN_AT_ONCE``).
+USE_STEP = (
     update(_devices)
     .where(
         _devices.c.id == bindparam("device_id"),
@@ -80,7 +81,7 @@ class PendingStep(NamedTuple):
 
 
 # For a caller's own statement: the step moved, or no row when the code was used already.
-USE_STEP_CTE = _USE_STEP.cte("step_used")
+USE_STEP_CTE = USE_STEP.cte("step_used")
 
 
 def match_totp(
@@ -107,7 +108,7 @@ def verify_totp(
     ``device``, the user's confirmed device is read here."""
     pending = match_totp(session, user, code, clock, device)
     # Atomic: of two submissions of one code, however simultaneous, only one moves last_used_step forward.
-    moved = session.connection().execute(_USE_STEP, pending.params()).first()
+    moved = session.connection().execute(USE_STEP, pending.params()).first()
     _refuse_replay(session, user, pending, moved is not None, clock)
     return pending.step
 

@@ -64,8 +64,7 @@ def login(body: LoginRequest, ctx: CtxDep) -> LoginResponse:
 def second_factor_login(body: SecondFactorRequest, ctx: CtxDep) -> LoginResponse:
     """Finish a login with a TOTP code, an email code or a backup code."""
     ctx.limit_auth(challenge=body.challenge)
-    with ctx.unit() as s:
-        done = logins.complete_login(s, body.challenge, body.code, ctx.client, method=body.method, clock=ctx.clock)
+    done = logins.finish_login(ctx.factory, body.challenge, body.code, ctx.client, method=body.method, clock=ctx.clock)
     return _logged_in(done)
 
 

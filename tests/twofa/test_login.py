@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, event, select, update
+from sqlalchemy import create_engine, event, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.helpers import PASSWORD, at_once, enrol_totp, make_user
@@ -37,6 +39,12 @@ def begin(factory: sessionmaker[Session], email: str, clock: FrozenClock) -> log
 
 
 def finish(factory: sessionmaker[Session], challenge: str, code: str, clock: FrozenClock) -> logins.LoggedIn:
+    """The second step as the API takes it (on PostgreSQL, an app code first without locks)."""
+    return logins.finish_login(factory, challenge, code, WEB, clock=clock)
+
+
+def finish_locked(factory: sessionmaker[Session], challenge: str, code: str, clock: FrozenClock) -> logins.LoggedIn:
+    """The second step in the caller's transaction, under the user's lock."""
     with transaction(factory) as s:
         return logins.complete_login(s, challenge, code, WEB, clock=clock)
 
@@ -260,7 +268,7 @@ def test_a_seed_replaced_during_the_sign_in_refuses_the_code(
     event.listen(engine, "before_cursor_execute", replace_seed)
     try:
         with pytest.raises(CodeReused):
-            finish(factory, challenge, totp.code_at(secret, clock.now()), clock)
+            finish_locked(factory, challenge, totp.code_at(secret, clock.now()), clock)
     finally:
         event.remove(engine, "before_cursor_execute", replace_seed)
     with factory() as s:
@@ -268,6 +276,148 @@ def test_a_seed_replaced_during_the_sign_in_refuses_the_code(
         assert s.execute(select(UserSession)).first() is None
         assert s.execute(select(LoginChallenge.completed_at)).scalar_one() is None
     assert history(factory)[-1] == ("code_reused", "totp", False)
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_an_app_code_signs_in_with_two_statements_and_no_transaction(
+    factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    """The usual sign-in on PostgreSQL: the challenge read without a lock, then one statement, both in autocommit
+    (no BEGIN, no COMMIT: two round trips in all); its writes are committed when it returns."""
+    user = make_user(factory, clock=clock)
+    secret, _ = enrol_totp(factory, user, clock)
+    clock.advance(seconds=30)
+    challenge = begin(factory, user.email, clock).challenge
+    engine = factory.kw["bind"]
+    statements: list[tuple[str, bool]] = []
+
+    def seen(_conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        statements.append((statement.split()[0], cursor.connection.autocommit))
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        done = finish(factory, challenge, totp.code_at(secret, clock.now()), clock)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert statements == [("SELECT", True), ("WITH", True)]
+    with factory() as s:
+        row = s.get_one(UserSession, done.session.session_id)
+        assert (row.user_id, row.token_hash, row.twofa_verified, row.method, row.scope) == (
+            user.id,
+            crypto.token_hash(done.session.token),
+            True,
+            "totp",
+            "full",
+        )
+        assert s.execute(select(LoginChallenge.completed_at)).scalar_one() == clock.now()
+        assert s.execute(select(TotpDevice.last_used_step)).scalar_one() == totp.time_step(clock.now())
+    assert history(factory)[-1] == ("success", "totp", True)
+    with pytest.raises(ChallengeInvalid):  # completed
+        finish(factory, challenge, totp.code_at(secret, clock.now()), clock)
+    with engine.connect() as conn:  # the pool's connection is back in transactions
+        assert not conn.connection.driver_connection.autocommit
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_right_code_waits_for_wrong_codes_being_counted(factory: sessionmaker[Session], clock: FrozenClock) -> None:
+    """The lockout bounds guesses sent at once: a right code read while wrong ones are being counted (their
+    transaction holds the user's lock) waits for them, and is refused once they lock the account. Checked against
+    the state read before the lock, every guess in flight would be compared with the right code."""
+    user = make_user(factory, clock=clock)
+    secret, _ = enrol_totp(factory, user, clock)
+    clock.advance(seconds=30)
+    challenge = begin(factory, user.email, clock).challenge
+    engine = factory.kw["bind"]
+    with factory() as s:
+        step_before = s.execute(select(TotpDevice.last_used_step)).scalar_one()
+    counting = factory()
+    counting.execute(select(User).where(User.id == user.id).with_for_update(key_share=True))
+    counting.execute(  # the last of the wrong codes, being counted: it locks the second factor
+        update(User)
+        .where(User.id == user.id)
+        .values(second_factor_failures=5, second_factor_locked_until=clock.now() + timedelta(seconds=30))
+    )
+    waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    try:
+        pool = ThreadPoolExecutor(1)
+        right = pool.submit(finish, factory, challenge, totp.code_at(secret, clock.now()), clock)
+        deadline = time.monotonic() + 10
+        with engine.connect() as conn:
+            while conn.exec_driver_sql(waiting).scalar_one() == 0:
+                assert time.monotonic() < deadline and not right.done(), right
+                time.sleep(0.01)
+        counting.commit()
+        with pytest.raises(TooManyAttempts):
+            right.result(10)
+    finally:
+        counting.close()
+        pool.shutdown()
+    with factory() as s:
+        assert s.execute(select(UserSession)).first() is None
+        assert s.execute(select(LoginChallenge.completed_at)).scalar_one() is None
+        assert s.execute(select(TotpDevice.last_used_step)).scalar_one() == step_before
+    assert history(factory)[-1] == ("locked", "totp", False)
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_right_and_wrong_codes_at_once_are_judged_one_after_another(
+    factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    """Right codes (the unlocked path first) and wrong ones (the locked path) for one account, all at once: every
+    attempt ends in an answer, none in a database error (the two paths take their locks in the same order); one
+    right code signs in, the others are replays, and each wrong one is counted (fewer than the lockout threshold)."""
+    user = make_user(factory, clock=clock)
+    secret, _ = enrol_totp(factory, user, clock)
+    clock.advance(seconds=30)
+    right = totp.code_at(secret, clock.now())
+    wrong = f"{(int(right) + 500_000) % 1_000_000:06d}"
+    codes = [right, wrong] * 4
+    challenges = [begin(factory, user.email, clock).challenge for _ in codes]
+    calls = [functools.partial(finish, factory, c, code, clock) for c, code in zip(challenges, codes, strict=True)]
+    results = at_once(calls)
+    answers = [type(r).__name__ for r in results]
+    assert sorted(answers) == sorted(["LoggedIn"] + ["CodeReused"] * 3 + ["InvalidCode"] * 4), results
+    with factory() as s:
+        assert s.execute(select(func.count()).select_from(UserSession)).scalar_one() == 1
+    outcomes = {"LoggedIn": "success", "CodeReused": "code_reused", "InvalidCode": "bad_code"}
+    recorded = sorted(h[0] for h in history(factory) if h[0] != "second_factor_required")
+    assert recorded == sorted(outcomes[a] for a in answers)
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_seed_replaced_before_the_unlocked_sign_in_writes_leaves_it_to_the_locked_path(
+    factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    """The seed replaced between the unlocked read and the statement (2FA set up again on another device): the
+    statement writes nothing, and the locked path judges the code against the new seed."""
+    user = make_user(factory, clock=clock)
+    secret, _ = enrol_totp(factory, user, clock)
+    clock.advance(seconds=30)
+    challenge = begin(factory, user.email, clock).challenge
+    engine = factory.kw["bind"]
+    with factory() as s:
+        step_before = s.execute(select(TotpDevice.last_used_step)).scalar_one()
+    replaced: list[str] = []
+
+    def replace_seed(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("WITH") and not replaced:
+            with engine.begin() as other:
+                other.execute(update(TotpDevice).values(secret_ciphertext=crypto.encrypt(totp.new_secret())))
+            replaced.append(statement)
+
+    event.listen(engine, "before_cursor_execute", replace_seed)
+    try:
+        with pytest.raises(InvalidCode):
+            finish(factory, challenge, totp.code_at(secret, clock.now()), clock)
+    finally:
+        event.remove(engine, "before_cursor_execute", replace_seed)
+    assert replaced and "user_held" in replaced[0]  # the unlocked path's statement met the change
+    with factory() as s:
+        assert s.execute(select(TotpDevice.last_used_step)).scalar_one() == step_before
+        assert s.execute(select(UserSession)).first() is None
+        assert s.execute(select(LoginChallenge.completed_at)).scalar_one() is None
+        assert s.get_one(User, user.id).second_factor_failures == 1
+    assert history(factory)[-1] == ("bad_code", "totp", False)
 
 
 def test_a_device_read_before_it_changed_cannot_accept_a_code(
