@@ -203,11 +203,12 @@ def _send_login_code(session: Session, user: User, challenge_id: int, clock: Clo
     return True
 
 
-# The challenge and its user, locked together in one statement: the second step of every login starts here.
-# With the user's confirmed TOTP device, if any (at most one per user), so that checking an app code needs no
-# statement of its own. The device row is not locked (nor can it be, on the nullable side of an outer join): the step
-# update accepts the code only if the device still holds the seed read here. A Core statement: loading the user
-# through the ORM made this read cost 0.7 ms of CPU instead of 0.5 (``_attached`` makes the row the session's User).
+# The challenge and its user, with the user's confirmed TOTP device, if any (at most one per user), so that checking
+# an app code needs no statement of its own: the second step of every login starts here, without locks on the
+# optimistic path (``_CHALLENGE_READ``), with them on the locked one (``_OPEN_CHALLENGE``). The device row is not
+# locked (nor can it be, on the nullable side of an outer join): the step update accepts the code only if the device
+# still holds the seed read here. A Core statement: loading the user through the ORM made this read cost 0.7 ms of CPU
+# instead of 0.5 (``_attached`` makes the row the session's User).
 _users = cast(Table, User.__table__)
 _USER_ATTRS = [(prop.key, prop.columns[0]) for prop in User.__mapper__.column_attrs]
 _CHALLENGE_READ = (
@@ -223,7 +224,9 @@ _CHALLENGE_READ = (
     .outerjoin(TotpDevice, (TotpDevice.user_id == _users.c.id) & TotpDevice.confirmed_at.is_not(None))
     .where(LoginChallenge.token_hash == bindparam("token_hash"))
 )
-_OPEN_CHALLENGE = _CHALLENGE_READ.with_for_update(of=(LoginChallenge.__table__, _users), key_share=True)  # as lock_user
+# Locked together in one statement, FOR NO KEY UPDATE as ``throttle.lock_user``: PostgreSQL locks the rows in the
+# order of this list, the challenge first, then the user (``_SIGNED_IN_AT_ONCE`` keeps that order).
+_OPEN_CHALLENGE = _CHALLENGE_READ.with_for_update(of=(LoginChallenge.__table__, _users), key_share=True)
 
 
 def _attached(session: Session, values: dict[str, Any]) -> User:
@@ -265,19 +268,29 @@ _SIGNED_IN_WITH_STEP = (
 
 # The optimistic sign-in (``finish_login``): a matching app code, on an account with no failed attempt, written by one
 # statement in autocommit after an unlocked read: two round trips, without BEGIN and COMMIT, instead of four. What
-# the locked path decides under its locks, the statement checks again on each row as it takes it (PostgreSQL re-reads
+# the locked path decides under its locks, the statement checks again on each row as it locks it (PostgreSQL re-reads
 # a row that another transaction changed while the statement waited for it), and it writes all or nothing:
-# - It first locks the user row, as every path that checks a code does, and only while the account's second factor
-#   is still the app with no failed attempt and no lockout. A wrong code being counted meanwhile makes it wait, then
-#   write nothing: codes are still judged one after another per account, and a lockout still bounds the guesses
-#   however many arrive at once (checked without this lock, each would be compared with the right code).
+# - It locks the challenge, while open and unexpired, then the user, while the account's second factor is still the
+#   app with no failed attempt and no lockout: the locked path's rows, in its order (``_OPEN_CHALLENGE`` locks the
+#   challenge, then the user; disable and reset lock the user, then the device), so the two cannot deadlock. A wrong
+#   code being counted meanwhile holds the user's lock: the statement waits, then writes nothing, and the locked path
+#   judges the code after it. So a lockout still bounds the codes accepted, however many arrive at once (a code read
+#   before the lockout is compared with the right one, but its write is refused).
 # - The device's step moves only past the last one used, and only while the device holds the seed read
-#   (``second_factor.USE_STEP``): a replay, or 2FA turned off meanwhile, writes nothing.
-# - The challenge is completed only while it is open and unexpired; the session and its history row are written
-#   only if it was. (Two different valid codes sent at once on one challenge: the second moves the step, then
-#   stops here.)
-# The user row is locked before the device and the challenge, as the locked path (user, challenge, then device)
-# and 2FA's disable and reset (user, then device) do: the same order everywhere, so no deadlock.
+#   (``second_factor.USE_STEP``): a replay, or 2FA turned off or set up again meanwhile, writes nothing.
+# - The challenge, which the statement holds from its first part, is then completed, and the session and its history
+#   row are written.
+_challenges = cast(Table, LoginChallenge.__table__)
+_CHALLENGE_HELD = (
+    select(_challenges.c.id)
+    .where(
+        _challenges.c.id == bindparam("challenge_id"),
+        _challenges.c.completed_at.is_(None),
+        _challenges.c.expires_at > bindparam("at", type_=UTCDateTime()),
+    )
+    .with_for_update(key_share=True)
+    .cte("challenge_held")
+)
 _u = _users.c
 _USER_HELD = (
     select(_u.id)
@@ -286,20 +299,15 @@ _USER_HELD = (
         _u.twofa_method == second_factor.Method.TOTP.value,
         _u.second_factor_failures == 0,
         _u.second_factor_locked_until.is_(None),
+        select(_CHALLENGE_HELD.c.id).exists(),
     )
     .with_for_update(key_share=True)
     .cte("user_held")
 )
 _STEP_MOVED = second_factor.USE_STEP.where(select(_USER_HELD.c.id).exists()).cte("step_used")
-_challenges = cast(Table, LoginChallenge.__table__)
 _CHALLENGE_TAKEN = (
     update(_challenges)
-    .where(
-        _challenges.c.id == bindparam("challenge_id"),
-        _challenges.c.completed_at.is_(None),
-        _challenges.c.expires_at > bindparam("at", type_=UTCDateTime()),
-        select(_STEP_MOVED.c.id).exists(),
-    )
+    .where(_challenges.c.id == bindparam("challenge_id"), select(_STEP_MOVED.c.id).exists())
     .values(completed_at=bindparam("at", type_=UTCDateTime()))
     .returning(_challenges.c.id)
     .cte("challenge_completed")
@@ -308,6 +316,7 @@ _TAKEN = select(_CHALLENGE_TAKEN.c.id).exists()
 _SIGNED_IN_AT_ONCE = (
     insert_where(cast(Table, UserSession.__table__), sessions.PARAMETERS, _TAKEN)
     .returning(UserSession.__table__.c.id)
+    .add_cte(_CHALLENGE_HELD)
     .add_cte(_USER_HELD)
     .add_cte(_STEP_MOVED)
     .add_cte(_CHALLENGE_TAKEN)
@@ -382,8 +391,8 @@ def finish_login(
 ) -> LoggedIn:
     """The second step in a unit of work of its own (the API's): the usual case, a matching app code on an account
     with no failed attempt, in one statement on PostgreSQL (``_SIGNED_IN_AT_ONCE``); every other case, and any the
-    statement did not write, in ``complete_login``'s transaction, which decides it under the user's lock (and
-    records the attempt when it fails)."""
+    statement refused (it then wrote nothing), in ``complete_login``'s transaction, which decides it under the
+    challenge's and the user's locks (and records the attempt when it fails)."""
     with factory() as session:
         done = _sign_in_at_once(session, challenge_token, code, client, method, clock)
     if done is not None:

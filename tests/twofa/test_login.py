@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, event, func, select, update
+from sqlalchemy import create_engine, event, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.helpers import PASSWORD, at_once, enrol_totp, make_user
@@ -290,9 +290,11 @@ def test_an_app_code_signs_in_with_two_statements_and_no_transaction(
     challenge = begin(factory, user.email, clock).challenge
     engine = factory.kw["bind"]
     statements: list[tuple[str, bool]] = []
+    used: list[Any] = []  # the driver's connections the sign-in ran on
 
     def seen(_conn: Any, cursor: Any, statement: str, *_: Any) -> None:
         statements.append((statement.split()[0], cursor.connection.autocommit))
+        used.append(cursor.connection)
 
     event.listen(engine, "before_cursor_execute", seen)
     try:
@@ -314,8 +316,7 @@ def test_an_app_code_signs_in_with_two_statements_and_no_transaction(
     assert history(factory)[-1] == ("success", "totp", True)
     with pytest.raises(ChallengeInvalid):  # completed
         finish(factory, challenge, totp.code_at(secret, clock.now()), clock)
-    with engine.connect() as conn:  # the pool's connection is back in transactions
-        assert not conn.connection.driver_connection.autocommit
+    assert used and not any(conn.autocommit for conn in used)  # back in the pool, back to transactions
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
@@ -337,15 +338,10 @@ def test_a_right_code_waits_for_wrong_codes_being_counted(factory: sessionmaker[
         .where(User.id == user.id)
         .values(second_factor_failures=5, second_factor_locked_until=clock.now() + timedelta(seconds=30))
     )
-    waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
     try:
         pool = ThreadPoolExecutor(1)
         right = pool.submit(finish, factory, challenge, totp.code_at(secret, clock.now()), clock)
-        deadline = time.monotonic() + 10
-        with engine.connect() as conn:
-            while conn.exec_driver_sql(waiting).scalar_one() == 0:
-                assert time.monotonic() < deadline and not right.done(), right
-                time.sleep(0.01)
+        _wait_for_lock_wait(engine, "WITH challenge_held", right)
         counting.commit()
         with pytest.raises(TooManyAttempts):
             right.result(10)
@@ -364,8 +360,8 @@ def test_right_and_wrong_codes_at_once_are_judged_one_after_another(
     factory: sessionmaker[Session], clock: FrozenClock
 ) -> None:
     """Right codes (the unlocked path first) and wrong ones (the locked path) for one account, all at once: every
-    attempt ends in an answer, none in a database error (the two paths take their locks in the same order); one
-    right code signs in, the others are replays, and each wrong one is counted (fewer than the lockout threshold)."""
+    attempt ends in an answer, none in a database error; one right code signs in, the others are replays, and each
+    wrong one is counted (fewer than the lockout threshold)."""
     user = make_user(factory, clock=clock)
     secret, _ = enrol_totp(factory, user, clock)
     clock.advance(seconds=30)
@@ -382,6 +378,85 @@ def test_right_and_wrong_codes_at_once_are_judged_one_after_another(
     outcomes = {"LoggedIn": "success", "CodeReused": "code_reused", "InvalidCode": "bad_code"}
     recorded = sorted(h[0] for h in history(factory) if h[0] != "second_factor_required")
     assert recorded == sorted(outcomes[a] for a in answers)
+
+
+def _wait_for_lock_wait(engine: Any, query_start: str, also: Any) -> None:
+    """Until a statement starting with ``query_start`` waits for a row lock (or ``also``, a future, ends)."""
+    sql = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' "
+        "AND query LIKE :pattern"
+    )
+    deadline = time.monotonic() + 10
+    # In autocommit: a transaction would see the activity as it was at its first read, again and again.
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        while conn.execute(sql, {"pattern": query_start + "%"}).scalar_one() == 0:
+            assert time.monotonic() < deadline and not also.done(), also
+            time.sleep(0.01)
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_both_paths_on_one_challenge_do_not_deadlock(factory: sessionmaker[Session], clock: FrozenClock) -> None:
+    """The unlocked path's statement and the locked path on the same challenge lock the challenge, then the user:
+    the second waits for the first, and nobody dies in a deadlock. The statement is held up after its row locks (the
+    device row is locked elsewhere) while a wrong code arrives on the same challenge."""
+    user = make_user(factory, clock=clock)
+    secret, _ = enrol_totp(factory, user, clock)
+    clock.advance(seconds=30)
+    challenge = begin(factory, user.email, clock).challenge
+    right = totp.code_at(secret, clock.now())
+    wrong = f"{(int(right) + 500_000) % 1_000_000:06d}"
+    engine = factory.kw["bind"]
+    holder = engine.connect()
+    holder.begin()
+    holder.execute(select(TotpDevice.id).with_for_update())
+    pool = ThreadPoolExecutor(2)
+    try:
+        fast = pool.submit(finish, factory, challenge, right, clock)
+        _wait_for_lock_wait(engine, "WITH challenge_held", fast)
+        locked = pool.submit(finish_locked, factory, challenge, wrong, clock)
+        _wait_for_lock_wait(engine, "SELECT users", locked)
+        holder.rollback()
+        assert fast.result(10).method == "totp"
+        with pytest.raises(ChallengeInvalid):  # it waited for the challenge, which the first completed
+            locked.result(10)
+    finally:
+        holder.close()
+        pool.shutdown()
+    with factory() as s:
+        assert s.execute(select(func.count()).select_from(UserSession)).scalar_one() == 1
+        assert s.get_one(User, user.id).second_factor_failures == 0
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_challenge_completed_before_the_unlocked_sign_in_writes_keeps_the_code(
+    factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    """The challenge completed between the unlocked read and the statement (another request): the statement writes
+    nothing at all; the app code is not used up, and signs in on a fresh challenge."""
+    user = make_user(factory, clock=clock)
+    secret, _ = enrol_totp(factory, user, clock)
+    clock.advance(seconds=30)
+    challenge = begin(factory, user.email, clock).challenge
+    engine = factory.kw["bind"]
+    with factory() as s:
+        step_before = s.execute(select(TotpDevice.last_used_step)).scalar_one()
+
+    def complete_first(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("WITH challenge_held"):
+            with engine.begin() as other:
+                other.execute(update(LoginChallenge).values(completed_at=clock.now()))
+
+    event.listen(engine, "before_cursor_execute", complete_first)
+    try:
+        with pytest.raises(ChallengeInvalid):
+            finish(factory, challenge, totp.code_at(secret, clock.now()), clock)
+    finally:
+        event.remove(engine, "before_cursor_execute", complete_first)
+    with factory() as s:
+        assert s.execute(select(TotpDevice.last_used_step)).scalar_one() == step_before
+        assert s.execute(select(UserSession)).first() is None
+    done = finish(factory, begin(factory, user.email, clock).challenge, totp.code_at(secret, clock.now()), clock)
+    assert done.method == "totp"
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
