@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, select, update
+from sqlalchemy import CTE, ColumnElement, Insert, Select, Table, bindparam, select, update
 from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -244,9 +244,10 @@ def _attached(session: Session, values: dict[str, Any]) -> User:
     return cast(User, user)
 
 
+_challenges = cast(Table, LoginChallenge.__table__)
 _COMPLETE_CHALLENGE = (
-    update(cast(Table, LoginChallenge.__table__))
-    .where(LoginChallenge.__table__.c.id == bindparam("challenge_id"))
+    update(_challenges)
+    .where(_challenges.c.id == bindparam("challenge_id"))
     .values(completed_at=bindparam("at", type_=UTCDateTime()))
 )
 # PostgreSQL: the three writes of a successful sign-in (the challenge completed, the session, its history row) in
@@ -254,17 +255,25 @@ _COMPLETE_CHALLENGE = (
 _SIGNED_IN = sessions.INSERT.add_cte(_COMPLETE_CHALLENGE.cte("challenge_completed")).add_cte(
     _HISTORY.cte("history_written")
 )
+
+
 # With an app code, the same statement also moves the device's step (``second_factor.USE_STEP_CTE``), and writes
 # the rest only if it did: a code used already (a replay) writes nothing and returns no row. Every sign-in with an
 # app code is then one statement after the challenge's read. The separate step update, with its round trip, cost
 # the API server about 0.2 ms of CPU per sign-in (of about 3); sign-ins per second rose by about 9%.
+def _signed_in_where(condition: ColumnElement[bool], *ctes: CTE) -> Insert:
+    """The session (returning its id) and its history row, both written only where ``condition`` holds, after
+    ``ctes`` (the parts of the statement the condition reads, in the order they run into locks)."""
+    statement = insert_where(cast(Table, UserSession.__table__), sessions.PARAMETERS, condition).returning(
+        UserSession.__table__.c.id
+    )
+    for cte in ctes:
+        statement = statement.add_cte(cte)
+    return statement.add_cte(insert_where(_history, _HISTORY_PARAMETERS, condition).cte("history_written"))
+
+
 _STEP_USED = select(second_factor.USE_STEP_CTE.c.id).exists()
-_SIGNED_IN_WITH_STEP = (
-    insert_where(cast(Table, UserSession.__table__), sessions.PARAMETERS, _STEP_USED)
-    .returning(UserSession.__table__.c.id)
-    .add_cte(_COMPLETE_CHALLENGE.where(_STEP_USED).cte("challenge_completed"))
-    .add_cte(insert_where(_history, _HISTORY_PARAMETERS, _STEP_USED).cte("history_written"))
-)
+_SIGNED_IN_WITH_STEP = _signed_in_where(_STEP_USED, _COMPLETE_CHALLENGE.where(_STEP_USED).cte("challenge_completed"))
 
 # The optimistic sign-in (``finish_login``): a matching app code, on an account with no failed attempt, written by one
 # statement in autocommit after an unlocked read: two round trips, without BEGIN and COMMIT, instead of four. What
@@ -280,7 +289,6 @@ _SIGNED_IN_WITH_STEP = (
 #   (``second_factor.USE_STEP``): a replay, or 2FA turned off or set up again meanwhile, writes nothing.
 # - The challenge, which the statement holds from its first part, is then completed, and the session and its history
 #   row are written.
-_challenges = cast(Table, LoginChallenge.__table__)
 _CHALLENGE_HELD = (
     select(_challenges.c.id)
     .where(
@@ -306,21 +314,10 @@ _USER_HELD = (
 )
 _STEP_MOVED = second_factor.USE_STEP.where(select(_USER_HELD.c.id).exists()).cte("step_used")
 _CHALLENGE_TAKEN = (
-    update(_challenges)
-    .where(_challenges.c.id == bindparam("challenge_id"), select(_STEP_MOVED.c.id).exists())
-    .values(completed_at=bindparam("at", type_=UTCDateTime()))
-    .returning(_challenges.c.id)
-    .cte("challenge_completed")
+    _COMPLETE_CHALLENGE.where(select(_STEP_MOVED.c.id).exists()).returning(_challenges.c.id).cte("challenge_completed")
 )
-_TAKEN = select(_CHALLENGE_TAKEN.c.id).exists()
-_SIGNED_IN_AT_ONCE = (
-    insert_where(cast(Table, UserSession.__table__), sessions.PARAMETERS, _TAKEN)
-    .returning(UserSession.__table__.c.id)
-    .add_cte(_CHALLENGE_HELD)
-    .add_cte(_USER_HELD)
-    .add_cte(_STEP_MOVED)
-    .add_cte(_CHALLENGE_TAKEN)
-    .add_cte(insert_where(_history, _HISTORY_PARAMETERS, _TAKEN).cte("history_written"))
+_SIGNED_IN_AT_ONCE = _signed_in_where(
+    select(_CHALLENGE_TAKEN.c.id).exists(), _CHALLENGE_HELD, _USER_HELD, _STEP_MOVED, _CHALLENGE_TAKEN
 )
 
 

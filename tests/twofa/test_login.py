@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from sqlalchemy import create_engine, event, func, select, text, update
@@ -47,6 +49,64 @@ def finish_locked(factory: sessionmaker[Session], challenge: str, code: str, clo
     """The second step in the caller's transaction, under the user's lock."""
     with transaction(factory) as s:
         return logins.complete_login(s, challenge, code, WEB, clock=clock)
+
+
+class AppSignIn(NamedTuple):
+    user: User
+    secret: str
+    challenge: str
+    step_before: int | None  # the device's last used step (the confirmation's)
+
+
+def app_sign_in(factory: sessionmaker[Session], clock: FrozenClock) -> AppSignIn:
+    """A user with an authenticator app, 30 s after enrolling (a step of its own), and an open challenge."""
+    user = make_user(factory, clock=clock)
+    secret, _ = enrol_totp(factory, user, clock)
+    clock.advance(seconds=30)
+    challenge = begin(factory, user.email, clock).challenge
+    with factory() as s:
+        step = s.execute(select(TotpDevice.last_used_step)).scalar_one()
+    return AppSignIn(user, secret, challenge, step)
+
+
+def assert_nothing_written(
+    factory: sessionmaker[Session], step_before: int | None, *, challenge_open: bool = True
+) -> None:
+    """A refused sign-in: no session, the device's step where it was, the (only) challenge still open."""
+    with factory() as s:
+        assert s.execute(select(TotpDevice.last_used_step)).scalar_one() == step_before
+        assert s.execute(select(UserSession)).first() is None
+        if challenge_open:
+            assert s.execute(select(LoginChallenge.completed_at)).scalar_one() is None
+
+
+def _far_from(code: str) -> str:
+    """A code half the range away from ``code``: a wrong one."""
+    return f"{(int(code) + 500_000) % 1_000_000:06d}"
+
+
+def _replace_seed() -> Any:
+    """2FA set up again on another device: the device row's seed replaced."""
+    return update(TotpDevice).values(secret_ciphertext=crypto.encrypt(totp.new_secret()))
+
+
+@contextlib.contextmanager
+def before_statement(engine: Any, prefix: str, change: Any) -> Iterator[list[str]]:
+    """Within the block, ``change`` (a statement) is committed by another transaction just before the first
+    statement that starts with ``prefix`` runs; yields a list that then holds that statement."""
+    met: list[str] = []
+
+    def run_change(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith(prefix) and not met:
+            with engine.begin() as other:
+                other.execute(change)
+            met.append(statement)
+
+    event.listen(engine, "before_cursor_execute", run_change)
+    try:
+        yield met
+    finally:
+        event.remove(engine, "before_cursor_execute", run_change)
 
 
 def history(factory: sessionmaker[Session]) -> list[tuple[str, str | None, bool]]:
@@ -164,7 +224,7 @@ def test_the_sign_in_parameters_add_no_column_to_its_statements() -> None:
     pg = create_engine("postgresql+psycopg://").dialect  # compiles only: never connects
     statements = [logins._COMPLETE_CHALLENGE, sessions.INSERT, logins._HISTORY, logins._SIGNED_IN]
     for dialect in (pg, create_engine("sqlite://").dialect):
-        for statement in [*statements, logins._SIGNED_IN_WITH_STEP]:
+        for statement in [*statements, logins._SIGNED_IN_WITH_STEP, logins._SIGNED_IN_AT_ONCE]:
             assert str(statement.compile(dialect=dialect, column_keys=keys)) == str(
                 statement.compile(dialect=dialect, column_keys=[])
             )
@@ -252,29 +312,11 @@ def test_a_seed_replaced_during_the_sign_in_refuses_the_code(
 ) -> None:
     """On PostgreSQL the sign-in moves the step in its last statement, with the seed it read first as a condition:
     a seed replaced in between (another transaction) refuses the code, and the sign-in writes nothing."""
-    user = make_user(factory, clock=clock)
-    secret, _ = enrol_totp(factory, user, clock)
-    clock.advance(seconds=30)
-    challenge = begin(factory, user.email, clock).challenge
+    _user, secret, challenge, step_before = app_sign_in(factory, clock)
     engine = factory.kw["bind"]
-    with factory() as s:
-        step_before = s.execute(select(TotpDevice.last_used_step)).scalar_one()
-
-    def replace_seed(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if statement.startswith("WITH"):  # the sign-in's last statement, about to run
-            with engine.begin() as other:
-                other.execute(update(TotpDevice).values(secret_ciphertext=crypto.encrypt(totp.new_secret())))
-
-    event.listen(engine, "before_cursor_execute", replace_seed)
-    try:
-        with pytest.raises(CodeReused):
-            finish_locked(factory, challenge, totp.code_at(secret, clock.now()), clock)
-    finally:
-        event.remove(engine, "before_cursor_execute", replace_seed)
-    with factory() as s:
-        assert s.execute(select(TotpDevice.last_used_step)).scalar_one() == step_before
-        assert s.execute(select(UserSession)).first() is None
-        assert s.execute(select(LoginChallenge.completed_at)).scalar_one() is None
+    with before_statement(engine, "WITH", _replace_seed()), pytest.raises(CodeReused):  # the last statement
+        finish_locked(factory, challenge, totp.code_at(secret, clock.now()), clock)
+    assert_nothing_written(factory, step_before)
     assert history(factory)[-1] == ("code_reused", "totp", False)
 
 
@@ -284,10 +326,7 @@ def test_an_app_code_signs_in_with_two_statements_and_no_transaction(
 ) -> None:
     """The usual sign-in on PostgreSQL: the challenge read without a lock, then one statement, both in autocommit
     (no BEGIN, no COMMIT: two round trips in all); its writes are committed when it returns."""
-    user = make_user(factory, clock=clock)
-    secret, _ = enrol_totp(factory, user, clock)
-    clock.advance(seconds=30)
-    challenge = begin(factory, user.email, clock).challenge
+    user, secret, challenge, _ = app_sign_in(factory, clock)
     engine = factory.kw["bind"]
     statements: list[tuple[str, bool]] = []
     used: list[Any] = []  # the driver's connections the sign-in ran on
@@ -324,13 +363,8 @@ def test_a_right_code_waits_for_wrong_codes_being_counted(factory: sessionmaker[
     """The lockout bounds guesses sent at once: a right code read while wrong ones are being counted (their
     transaction holds the user's lock) waits for them, and is refused once they lock the account. Checked against
     the state read before the lock, every guess in flight would be compared with the right code."""
-    user = make_user(factory, clock=clock)
-    secret, _ = enrol_totp(factory, user, clock)
-    clock.advance(seconds=30)
-    challenge = begin(factory, user.email, clock).challenge
+    user, secret, challenge, step_before = app_sign_in(factory, clock)
     engine = factory.kw["bind"]
-    with factory() as s:
-        step_before = s.execute(select(TotpDevice.last_used_step)).scalar_one()
     counting = factory()
     counting.execute(select(User).where(User.id == user.id).with_for_update(key_share=True))
     counting.execute(  # the last of the wrong codes, being counted: it locks the second factor
@@ -348,10 +382,7 @@ def test_a_right_code_waits_for_wrong_codes_being_counted(factory: sessionmaker[
     finally:
         counting.close()
         pool.shutdown()
-    with factory() as s:
-        assert s.execute(select(UserSession)).first() is None
-        assert s.execute(select(LoginChallenge.completed_at)).scalar_one() is None
-        assert s.execute(select(TotpDevice.last_used_step)).scalar_one() == step_before
+    assert_nothing_written(factory, step_before)
     assert history(factory)[-1] == ("locked", "totp", False)
 
 
@@ -366,7 +397,7 @@ def test_right_and_wrong_codes_at_once_are_judged_one_after_another(
     secret, _ = enrol_totp(factory, user, clock)
     clock.advance(seconds=30)
     right = totp.code_at(secret, clock.now())
-    wrong = f"{(int(right) + 500_000) % 1_000_000:06d}"
+    wrong = _far_from(right)
     codes = [right, wrong] * 4
     challenges = [begin(factory, user.email, clock).challenge for _ in codes]
     calls = [functools.partial(finish, factory, c, code, clock) for c, code in zip(challenges, codes, strict=True)]
@@ -399,12 +430,9 @@ def test_both_paths_on_one_challenge_do_not_deadlock(factory: sessionmaker[Sessi
     """The unlocked path's statement and the locked path on the same challenge lock the challenge, then the user:
     the second waits for the first, and nobody dies in a deadlock. The statement is held up after its row locks (the
     device row is locked elsewhere) while a wrong code arrives on the same challenge."""
-    user = make_user(factory, clock=clock)
-    secret, _ = enrol_totp(factory, user, clock)
-    clock.advance(seconds=30)
-    challenge = begin(factory, user.email, clock).challenge
+    user, secret, challenge, _ = app_sign_in(factory, clock)
     right = totp.code_at(secret, clock.now())
-    wrong = f"{(int(right) + 500_000) % 1_000_000:06d}"
+    wrong = _far_from(right)
     engine = factory.kw["bind"]
     holder = engine.connect()
     holder.begin()
@@ -433,28 +461,12 @@ def test_a_challenge_completed_before_the_unlocked_sign_in_writes_keeps_the_code
 ) -> None:
     """The challenge completed between the unlocked read and the statement (another request): the statement writes
     nothing at all; the app code is not used up, and signs in on a fresh challenge."""
-    user = make_user(factory, clock=clock)
-    secret, _ = enrol_totp(factory, user, clock)
-    clock.advance(seconds=30)
-    challenge = begin(factory, user.email, clock).challenge
+    user, secret, challenge, step_before = app_sign_in(factory, clock)
     engine = factory.kw["bind"]
-    with factory() as s:
-        step_before = s.execute(select(TotpDevice.last_used_step)).scalar_one()
-
-    def complete_first(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if statement.startswith("WITH challenge_held"):
-            with engine.begin() as other:
-                other.execute(update(LoginChallenge).values(completed_at=clock.now()))
-
-    event.listen(engine, "before_cursor_execute", complete_first)
-    try:
-        with pytest.raises(ChallengeInvalid):
-            finish(factory, challenge, totp.code_at(secret, clock.now()), clock)
-    finally:
-        event.remove(engine, "before_cursor_execute", complete_first)
-    with factory() as s:
-        assert s.execute(select(TotpDevice.last_used_step)).scalar_one() == step_before
-        assert s.execute(select(UserSession)).first() is None
+    complete = update(LoginChallenge).values(completed_at=clock.now())
+    with before_statement(engine, "WITH challenge_held", complete), pytest.raises(ChallengeInvalid):
+        finish(factory, challenge, totp.code_at(secret, clock.now()), clock)
+    assert_nothing_written(factory, step_before, challenge_open=False)
     done = finish(factory, begin(factory, user.email, clock).challenge, totp.code_at(secret, clock.now()), clock)
     assert done.method == "totp"
 
@@ -465,32 +477,13 @@ def test_a_seed_replaced_before_the_unlocked_sign_in_writes_leaves_it_to_the_loc
 ) -> None:
     """The seed replaced between the unlocked read and the statement (2FA set up again on another device): the
     statement writes nothing, and the locked path judges the code against the new seed."""
-    user = make_user(factory, clock=clock)
-    secret, _ = enrol_totp(factory, user, clock)
-    clock.advance(seconds=30)
-    challenge = begin(factory, user.email, clock).challenge
+    user, secret, challenge, step_before = app_sign_in(factory, clock)
     engine = factory.kw["bind"]
-    with factory() as s:
-        step_before = s.execute(select(TotpDevice.last_used_step)).scalar_one()
-    replaced: list[str] = []
-
-    def replace_seed(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if statement.startswith("WITH") and not replaced:
-            with engine.begin() as other:
-                other.execute(update(TotpDevice).values(secret_ciphertext=crypto.encrypt(totp.new_secret())))
-            replaced.append(statement)
-
-    event.listen(engine, "before_cursor_execute", replace_seed)
-    try:
-        with pytest.raises(InvalidCode):
-            finish(factory, challenge, totp.code_at(secret, clock.now()), clock)
-    finally:
-        event.remove(engine, "before_cursor_execute", replace_seed)
+    with before_statement(engine, "WITH", _replace_seed()) as replaced, pytest.raises(InvalidCode):
+        finish(factory, challenge, totp.code_at(secret, clock.now()), clock)
     assert replaced and "user_held" in replaced[0]  # the unlocked path's statement met the change
+    assert_nothing_written(factory, step_before)
     with factory() as s:
-        assert s.execute(select(TotpDevice.last_used_step)).scalar_one() == step_before
-        assert s.execute(select(UserSession)).first() is None
-        assert s.execute(select(LoginChallenge.completed_at)).scalar_one() is None
         assert s.get_one(User, user.id).second_factor_failures == 1
     assert history(factory)[-1] == ("bad_code", "totp", False)
 
