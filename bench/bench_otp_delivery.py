@@ -11,8 +11,10 @@ committed first, then their ids published back to back, as the no-op's are), in 
 at saturation, end to end; latency at an open-loop half of the end-to-end maximum; the same while a CPU-heavy
 report task runs in another worker (a reports-only worker, which lowers its priority as deployed); the worker's
 throughput with one SMTP connection per message against a reused one (and, for information, the same with
-STARTTLS). Each phase also reports where the CPU went, and flags itself as disturbed when other jobs on the host
-took a share of it. The last line of stdout is one JSON object with every figure and the goals.
+STARTTLS). Each phase also reports where the CPU went (a worker's main process, which receives, hands out and
+acknowledges the messages, apart from its pool, which runs the tasks; per task for the ratios' phases), and flags
+itself as disturbed when other jobs on the host took a share of it. The last line of stdout is one JSON object with
+every figure and the goals.
 
     .venv/bin/python bench/bench_otp_delivery.py [--help]
 """
@@ -489,7 +491,9 @@ class Run:
     def meter(self) -> CpuMeter:
         database = self.db_url.rsplit("/", 1)[1]
         processes = {"api": self.api.pid, "smtp": self.smtp.pid}
-        return CpuMeter(self.workers, self.redis.proc.pid, database, host_wide=True, processes=processes)
+        return CpuMeter(
+            self.workers, self.redis.proc.pid, database, host_wide=True, split_pools=True, processes=processes
+        )
 
     def stop_workers(self) -> None:
         for w in self.workers:
@@ -518,12 +522,16 @@ def settle() -> None:
     wait_for_quiet_host(10, busy_cores=0.25, sample=0.5, tell=False)
 
 
-def cpu_report(b: Run, phase: str, used: dict[str, float], seconds: float) -> None:
-    """Print where the CPU went during ``phase``; note the phase as disturbed when other jobs or the hypervisor took
-    more than a tenth of the host."""
+def cpu_report(b: Run, phase: str, used: dict[str, float], seconds: float, tasks: int | None = None) -> None:
+    """Print where the CPU went during ``phase`` (and, given the number of ``tasks`` run, per task: what the ratios
+    compare); note the phase as disturbed when other jobs or the hypervisor took more than a tenth of the host."""
     parts = ", ".join(f"{k} {v:.2f}" for k, v in used.items())
     cores = os.cpu_count() or 1
     say(f"    CPU seconds over {seconds:.2f} s of wall time ({cores} cores = {cores * seconds:.2f}): {parts}")
+    if tasks:
+        per_task = {k: round(1000 * v / tasks, 3) for k, v in used.items() if k not in ("other", "steal") and v}
+        say(f"    CPU per task, ms: {', '.join(f'{k} {v:.2f}' for k, v in per_task.items())}")
+        b.results[f"{phase}_cpu_ms_per_task"] = per_task
     taken = (used["other"] + used["steal"]) / seconds
     if taken > 0.1 * cores:
         say(f"    NOTE: {taken:.2f} cores went to other jobs or the hypervisor: a disturbed figure")
@@ -566,13 +574,13 @@ def run(b: Run) -> None:
         f"no-op task: {noop.count} in {a.rounds} rounds (published in {noop.publish_s:.2f} s), all run after "
         f"{noop.seconds:.2f} s = {noop_tps:.0f} tasks/s"
     )
-    cpu_report(b, "noop", noop.cpu, noop.seconds)
+    cpu_report(b, "noop", noop.cpu, noop.seconds, noop.count)
     say(
         f"email OTP, worker only ({wonly.count} rows committed beforehand, {a.rounds} rounds, ids published in "
         f"{wonly.publish_s:.2f} s): all accepted after {wonly.seconds:.2f} s = {wonly.tps:.0f} OTP/s; "
         f"{wonly.tps / noop_tps:.1%} of the no-op task's throughput"
     )
-    cpu_report(b, "otp_worker", wonly.cpu, wonly.seconds)
+    cpu_report(b, "otp_worker", wonly.cpu, wonly.seconds, wonly.count)
     b.results.update(
         noop_tps=round(noop_tps, 1),
         noop_cpu_s=noop.rounded_cpu(),
@@ -699,7 +707,7 @@ def run(b: Run) -> None:
         )
     for reuse, t in totals.items():
         say(f"SMTP connection {'reused' if reuse else 'per message'}: {t.count} OTPs, {t.tps:.0f} OTP/s")
-        cpu_report(b, "reuse" if reuse else "per_message", t.rounded_cpu(), t.seconds)
+        cpu_report(b, "reuse" if reuse else "per_message", t.rounded_cpu(), t.seconds, t.count)
     reuse_ratio = totals[True].tps / totals[False].tps
     say(f"reused / per message: {reuse_ratio:.2f}x")
     b.results.update(

@@ -65,6 +65,9 @@ class CpuMeter:
     redis-server. With ``host_wide``, also ``other`` (what the rest of the host used: other jobs, PostgreSQL's
     background processes) and ``steal`` (what the hypervisor took).
 
+    With ``split_pools``, a worker's pool children (every process below its main process) are a group of their own,
+    ``<name> pool``: the main process receives, hands out and acknowledges the messages; the children run the tasks.
+
     A process that exits during the measurement drops out with its CPU time (pool children are long-lived, and the
     backends belong to pooled connections, so this is rare); one that starts during it counts in full."""
 
@@ -73,6 +76,7 @@ class CpuMeter:
     database: str
     me: str = "bench"
     host_wide: bool = False
+    split_pools: bool = False
     processes: dict[str, int] = field(default_factory=dict)  # more groups: a name, a process (and those below it)
     start: dict[str, dict[int, float]] = field(default_factory=dict)
     used: dict[str, float] = field(default_factory=dict)
@@ -84,8 +88,10 @@ class CpuMeter:
         for w in self.workers:
             if w.proc is not None and w.proc.poll() is None:
                 group = groups.setdefault(w.log_path.stem, {})
-                for p in [w.proc.pid, *descendants(w.proc.pid)]:
-                    group[p] = proc_cpu(p)[1]
+                pool = groups.setdefault(f"{w.log_path.stem} pool", {}) if self.split_pools else group
+                group[w.proc.pid] = proc_cpu(w.proc.pid)[1]
+                for p in descendants(w.proc.pid):
+                    pool[p] = proc_cpu(p)[1]
         for name, root in self.processes.items():
             groups[name] = {p: proc_cpu(p)[1] for p in [root, *descendants(root)]}
         for entry in Path("/proc").iterdir():
