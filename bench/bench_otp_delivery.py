@@ -64,6 +64,7 @@ from bench.common import CpuMeter, descendants, host_cpu
 from tests.harness.services import RedisServer, SmtpServer, Worker, pg_database, self_signed, service_env, wait_for
 from twofa import email_otp, outbox
 from twofa.db import get_engine, transaction
+from twofa.heap import freeze_startup_objects
 from twofa.models import OutboxMessage, User
 from twofa.passwords import hash_password
 from workers.dispatch import CeleryDispatcher
@@ -306,6 +307,7 @@ def _api_process(conn: Connection, db_url: str, broker_url: str) -> None:
     client.config_from_object("celeryconfig")
     client.conf.update(broker_url=broker_url)
     outbox.install_dispatcher(CeleryDispatcher(client))
+    freeze_startup_objects()  # as the API's server processes do (cli.serve.make_app)
     try:
         while (command := conn.recv()) is not None:
             kind, user_ids, args = command
@@ -359,6 +361,8 @@ class ApiSide(_Spawned):
 def _smtp_process(conn: Connection, tls: tuple[Path, Path]) -> None:
     """The spawned SMTP server's process: answers "count", ("since", n) and, to stop, None."""
     smtp = SmtpServer(tls=tls)
+    # It stands in for a mail relay, which has no garbage collector to walk this process's start-up objects.
+    freeze_startup_objects()
     conn.send(smtp.port)
     try:
         while (command := conn.recv()) is not None:

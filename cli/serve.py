@@ -21,14 +21,19 @@ class LogLevel(StrEnum):
 
 def make_app() -> FastAPI:
     """The application as each server process builds it: the API, with emails handed to the Celery workers after
-    each commit. (The API package itself knows no queue; this edge connects the two.)"""
+    each commit. (The API package itself knows no queue; this edge connects the two.) What the process has made by
+    then is frozen out of the garbage collector's reach (``twofa.heap``): a full collection would otherwise hold up
+    the requests in flight for about 100 ms."""
     from api.app import create_app
+    from twofa.heap import freeze_startup_objects
     from twofa.settings import require_secret_key
     from workers.dispatch import install
 
     require_secret_key()
     install()
-    return create_app()
+    app = create_app()
+    freeze_startup_objects()
+    return app
 
 
 def serve(
