@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown
+from celery.signals import celeryd_after_setup, worker_init, worker_process_init, worker_process_shutdown
+from celery.utils.log import get_logger
 
 from twofa.db import dispose_engines
 from twofa.heap import freeze_startup_objects
@@ -20,6 +21,7 @@ app = Celery(
 )
 app.config_from_object("celeryconfig")
 
+logger = get_logger(__name__)
 _backend: MailBackend | None = None
 
 
@@ -72,12 +74,14 @@ def _queue_mail_after_commits(sender: Any, **_: Any) -> None:
     install(sender.app)  # sender: the worker being set up
 
 
-@worker_init.connect
+@celeryd_after_setup.connect
 def _freeze_startup_objects(**_: Any) -> None:
-    """Once the tasks' modules are loaded, before the pool forks (``twofa.heap``): full garbage collections in the
-    main process, which receives and acknowledges every message, and in each pool child, which inherits the frozen
-    objects, then skip what start-up made instead of holding up the email codes in flight for about 100 ms."""
-    freeze_startup_objects()
+    """Start-up frozen out of the garbage collector's reach (``twofa.heap``): full collections in the main process,
+    which receives and acknowledges every message, and in each pool child, which inherits the frozen objects, then
+    skip it instead of holding up the email codes in flight for about 100 ms. Celery sends this signal once the app
+    is finalised and logging set up, before the pool forks; a worker run inside another process for tests
+    (``celery.contrib.testing``) does not send it, so a test run is never frozen."""
+    logger.info("froze %d objects made at start-up: garbage collections skip them", freeze_startup_objects())
 
 
 @worker_process_init.connect
