@@ -116,10 +116,15 @@ _MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(\S+)", re.MULTILINE | re.IGNORECA
 
 
 class ScriptedHandler:
-    """Answers DATA with scripted replies (``"451 ..."``, ``"550 ..."``, ``"hold"``), then ``250``."""
+    """Answers DATA with scripted replies (``"451 ..."``, ``"550 ..."``, ``"hold"``), then ``250``; MAIL FROM and RCPT
+    TO likewise from ``mail_script`` and ``rcpt_script``. Offers PIPELINING (RFC 2920) unless told not to, as Postfix
+    does: aiosmtpd answers pipelined commands in order without saying so."""
 
-    def __init__(self) -> None:
+    def __init__(self, pipelining: bool = True) -> None:
+        self.pipelining = pipelining
         self.script: deque[str] = deque()
+        self.mail_script: deque[str] = deque()
+        self.rcpt_script: deque[str] = deque()
         self.received: list[Received] = []
         self.attempts = 0
         self.message_ids: list[str] = []  # of every DATA, accepted or not
@@ -132,6 +137,28 @@ class ScriptedHandler:
     def _client_gone(server: Any) -> bool:
         reader = getattr(server, "_reader", None)
         return bool(server.transport is None or server.transport.is_closing() or (reader and reader.at_eof()))
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]] if self.pipelining else responses
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        with self.lock:
+            reply = self.mail_script.popleft() if self.mail_script else "250 OK"
+        if reply.startswith("250"):
+            envelope.mail_from = address
+            envelope.mail_options.extend(options)
+        return reply
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        with self.lock:
+            reply = self.rcpt_script.popleft() if self.rcpt_script else "250 OK"
+        if reply.startswith("250"):
+            envelope.rcpt_tos.append(address)
+            envelope.rcpt_options.extend(options)
+        return reply
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         found = _MESSAGE_ID.search(envelope.content or b"")
@@ -162,9 +189,9 @@ class SmtpServer:
     """A real SMTP server (aiosmtpd) on loopback that can be scripted, stopped and started on the same port. With
     ``tls`` (a certificate and its key, see ``self_signed``) it offers STARTTLS."""
 
-    def __init__(self, port: int | None = None, tls: tuple[Path, Path] | None = None) -> None:
+    def __init__(self, port: int | None = None, tls: tuple[Path, Path] | None = None, pipelining: bool = True) -> None:
         self.port = port or free_port()
-        self.handler = ScriptedHandler()
+        self.handler = ScriptedHandler(pipelining)
         self.controller: Controller | None = None
         self.tls_context: ssl.SSLContext | None = None
         if tls is not None:

@@ -14,6 +14,7 @@ from email.message import Message
 from pathlib import Path
 from typing import Protocol
 
+from twofa.mail.pipelining import PipeliningSMTP
 from twofa.settings import Settings, get_settings
 
 
@@ -69,7 +70,8 @@ class FileBackend:
 
 
 class SmtpBackend:
-    """One SMTP connection, reused across messages and reopened when the server has dropped it."""
+    """One SMTP connection, reused across messages and reopened when the server has dropped it; commands pipelined
+    where the server allows (``twofa.mail.pipelining``)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -86,7 +88,7 @@ class SmtpBackend:
 
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
-        conn = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout)
+        conn = PipeliningSMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout)
         if s.smtp_starttls:
             conn.starttls(context=self._tls_context())
         if s.smtp_user:
