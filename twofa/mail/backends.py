@@ -75,7 +75,7 @@ class SmtpBackend:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._conn: smtplib.SMTP | None = None
+        self._conn: PipeliningSMTP | None = None
         self._lock = threading.Lock()
         self._tls: ssl.SSLContext | None = None
 
@@ -86,7 +86,7 @@ class SmtpBackend:
             self._tls = ssl.create_default_context(cafile=self.settings.smtp_ca_file)
         return self._tls
 
-    def _connect(self) -> smtplib.SMTP:
+    def _connect(self) -> PipeliningSMTP:
         s = self.settings
         conn = PipeliningSMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout)
         if s.smtp_starttls:
@@ -103,6 +103,8 @@ class SmtpBackend:
                 try:
                     self._conn.send_message(message)
                 except smtplib.SMTPServerDisconnected:
+                    if self._conn.data_sent:  # the reply was lost, not the message: it may have been accepted
+                        raise
                     # An idle connection the server closed: one fresh connection, once.
                     self._drop()
                     self._conn = self._connect()
