@@ -103,9 +103,10 @@ class SmtpBackend:
                 try:
                     self._conn.send_message(message)
                 except smtplib.SMTPServerDisconnected:
-                    if self._conn.data_sent:  # the reply was lost, not the message: it may have been accepted
-                        raise
-                    # An idle connection the server closed: one fresh connection, once.
+                    # An idle connection the server closed, or one lost before the server's reply: one fresh
+                    # connection, once. Lost after the message went out, the server may have accepted it already;
+                    # sent again, it is the same message (the same code, the same Message-ID, which lets the
+                    # receiving side drop the copy), where a later retry of the row would make a new code.
                     self._drop()
                     self._conn = self._connect()
                     self._conn.send_message(message)

@@ -26,24 +26,12 @@ _LEADING_DOT = re.compile(rb"(?m)^\.")
 
 class PipeliningSMTP(smtplib.SMTP):
     _queued: list[bytes] | None = None  # commands written while a pipeline is being built
-    # Whether the last sendmail wrote its message: after that, a lost connection may have lost only the reply, and
-    # sending again on a new connection could deliver the message twice.
-    data_sent = False
-
-    def data(self, msg: ReadableBuffer | str) -> tuple[int, bytes]:
-        """smtplib's DATA (servers without PIPELINING); the message goes out once the server answers 354."""
-        self.data_sent = False
-        code, reply = self.docmd("data")
-        if code != 354:
-            raise smtplib.SMTPDataError(code, reply)
-        return self._send_body(msg)
 
     def _send_body(self, msg: ReadableBuffer | str) -> tuple[int, bytes]:
         data = _BARE_EOL.sub("\r\n", msg).encode("ascii") if isinstance(msg, str) else bytes(msg)
         body = _LEADING_DOT.sub(b"..", data)
         if not body.endswith(b"\r\n"):
             body += b"\r\n"
-        self.data_sent = True
         self.send(body + b".\r\n")
         return self.getreply()
 
@@ -61,7 +49,6 @@ class PipeliningSMTP(smtplib.SMTP):
         mail_options: Sequence[str] = (),
         rcpt_options: Sequence[str] = (),
     ) -> dict[str, tuple[int, bytes]]:
-        self.data_sent = False
         self.ehlo_or_helo_if_needed()
         if not self.has_extn("pipelining"):
             return super().sendmail(from_addr, to_addrs, msg, mail_options, rcpt_options)
