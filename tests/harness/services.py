@@ -138,6 +138,10 @@ class ScriptedHandler:
         reader = getattr(server, "_reader", None)
         return bool(server.transport is None or server.transport.is_closing() or (reader and reader.at_eof()))
 
+    def _next_reply(self, script: deque[str]) -> str:
+        with self.lock:
+            return script.popleft() if script else "250 OK"
+
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
@@ -145,16 +149,14 @@ class ScriptedHandler:
         return [*responses[:-1], "250-PIPELINING", responses[-1]] if self.pipelining else responses
 
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
-        with self.lock:
-            reply = self.mail_script.popleft() if self.mail_script else "250 OK"
+        reply = self._next_reply(self.mail_script)
         if reply.startswith("250"):
             envelope.mail_from = address
             envelope.mail_options.extend(options)
         return reply
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
-        with self.lock:
-            reply = self.rcpt_script.popleft() if self.rcpt_script else "250 OK"
+        reply = self._next_reply(self.rcpt_script)
         if reply.startswith("250"):
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(options)

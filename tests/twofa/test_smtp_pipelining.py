@@ -150,25 +150,23 @@ def read(lines: BinaryIO, n: int) -> list[bytes]:
     return [lines.readline() for _ in range(n)]
 
 
-def test_a_server_that_closes_at_mail_from_is_not_read_further() -> None:
+@pytest.mark.parametrize(
+    ("replies", "code"),
+    [
+        (b"421 4.3.2 shutting down\r\n", 421),  # closes at MAIL FROM: nothing more is read
+        (b"553 5.1.8 sender refused\r\n421 4.3.2 bye\r\n", 553),  # the refused sender stays the error
+    ],
+    ids=["closes-at-mail-from", "closes-after-refusing-the-sender"],
+)
+def test_a_server_that_closes_ends_with_the_sender_refusal(replies: bytes, code: int) -> None:
     def closes(conn: socket.socket, lines: BinaryIO) -> None:
         read(lines, 3)
-        conn.sendall(b"421 4.3.2 shutting down\r\n")
+        conn.sendall(replies)
 
     with raw_client(closes) as (client, _), pytest.raises(smtplib.SMTPSenderRefused) as refused:
         client.sendmail("a@example.com", ["b@example.com"], b"Subject: x\r\n\r\nhi\r\n")
-    assert refused.value.smtp_code == 421
+    assert refused.value.smtp_code == code
     assert client.sock is None  # closed, as smtplib closes on 421
-
-
-def test_a_refused_sender_stays_the_error_when_the_server_then_closes() -> None:
-    def closes_after_refusing(conn: socket.socket, lines: BinaryIO) -> None:
-        read(lines, 3)
-        conn.sendall(b"553 5.1.8 sender refused\r\n421 4.3.2 bye\r\n")
-
-    with raw_client(closes_after_refusing) as (client, _), pytest.raises(smtplib.SMTPSenderRefused) as refused:
-        client.sendmail("a@example.com", ["b@example.com"], b"Subject: x\r\n\r\nhi\r\n")
-    assert refused.value.smtp_code == 553 and client.sock is None
 
 
 def test_data_refused_after_a_recipient_was_accepted_is_a_data_error() -> None:

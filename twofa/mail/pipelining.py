@@ -27,14 +27,6 @@ _LEADING_DOT = re.compile(rb"(?m)^\.")
 class PipeliningSMTP(smtplib.SMTP):
     _queued: list[bytes] | None = None  # commands written while a pipeline is being built
 
-    def _send_body(self, msg: ReadableBuffer | str) -> tuple[int, bytes]:
-        data = _BARE_EOL.sub("\r\n", msg).encode("ascii") if isinstance(msg, str) else bytes(msg)
-        body = _LEADING_DOT.sub(b"..", data)
-        if not body.endswith(b"\r\n"):
-            body += b"\r\n"
-        self.send(body + b".\r\n")
-        return self.getreply()
-
     def send(self, s: ReadableBuffer | str) -> None:
         if self._queued is None:
             super().send(s)
@@ -101,7 +93,11 @@ class PipeliningSMTP(smtplib.SMTP):
         if code != 354:  # smtplib's data() raises this without a reset
             raise smtplib.SMTPDataError(code, reply)
 
-        code, reply = self._send_body(data)
+        body = _LEADING_DOT.sub(b"..", data)
+        if not body.endswith(b"\r\n"):
+            body += b"\r\n"
+        self.send(body + b".\r\n")
+        code, reply = self.getreply()
         if code != 250:
             self._end(code)
             raise smtplib.SMTPDataError(code, reply)
