@@ -86,6 +86,14 @@ def factory(db_url: str) -> Iterator[sessionmaker[Session]]:
 
 
 @pytest.fixture
+def no_dispatch() -> Iterator[None]:
+    """No dispatcher: committed outbox rows stay queued until the test delivers them."""
+    previous = outbox.install_dispatcher(None)
+    yield
+    outbox.install_dispatcher(previous)
+
+
+@pytest.fixture
 def session(factory: sessionmaker[Session]) -> Iterator[Session]:
     with factory() as s:
         yield s

@@ -10,13 +10,14 @@ from collections.abc import Callable, Sequence
 from email.message import EmailMessage, Message
 from typing import TypeVar
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from twofa import accounts, crypto, enrolment, totp
+from twofa import accounts, crypto, email_otp, enrolment, totp
 from twofa.clock import FrozenClock
 from twofa.db import transaction
 from twofa.mail.backends import MemoryBackend
-from twofa.models import TotpDevice, User
+from twofa.models import OutboxMessage, TotpDevice, User
 
 PASSWORD = "correct horse battery"
 T = TypeVar("T")
@@ -104,3 +105,12 @@ def at_once(
     for t in threads:
         t.join(timeout)
     return results
+
+
+def queue_code(factory: sessionmaker[Session], clock: FrozenClock, email: str = "a@example.com") -> int:
+    """A user with an email code requested: the id of its queued outbox row (with no dispatcher installed)."""
+    user = make_user(factory, email, clock=clock)
+    with transaction(factory) as s:
+        otp = email_otp.issue(s, user, email_otp.ENROL, clock=clock)
+        s.flush()
+        return s.execute(select(OutboxMessage.id).where(OutboxMessage.email_otp_id == otp.id)).scalar_one()

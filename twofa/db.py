@@ -92,7 +92,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return process
 
 
-_engines: dict[tuple[int, str], Engine] = {}
+_engines: dict[tuple[int, str, bool], Engine] = {}
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -202,8 +202,12 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, autocommit: bool = False) -> Engine:
+    """An engine for ``url``; with ``autocommit``, one whose connections run each statement in its own transaction
+    unless the SQL itself says BEGIN (PostgreSQL only: see ``twofa.mail.pg_delivery``)."""
     if url.startswith("sqlite"):
+        if autocommit:
+            raise ValueError("an autocommit engine is for PostgreSQL only")
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -211,27 +215,29 @@ def make_engine(url: str) -> Engine:
         _configure_sqlite(engine)
         return engine
     # TimeZone=UTC: timestamps come back in UTC whatever the server's default (see UTCDateTime.result_processor).
-    engine = create_engine(url, pool_size=10, max_overflow=20, connect_args={"options": "-c timezone=UTC"})
+    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
+    engine = create_engine(url, pool_size=10, max_overflow=20, connect_args={"options": "-c timezone=UTC"}, **options)
     _ping_when_idle(engine)
     return engine
 
 
-def get_engine(url: str | None = None) -> Engine:
-    """The engine for ``url`` (default: the configured database) in this process."""
+def get_engine(url: str | None = None, *, autocommit: bool = False) -> Engine:
+    """The engine for ``url`` (default: the configured database) in this process; ``autocommit``: its own pool of
+    autocommit connections (``make_engine``)."""
     url = url or get_settings().database_url
-    key = (os.getpid(), url)
+    key = (os.getpid(), url, autocommit)
     engine = _engines.get(key)
     if engine is None:
-        engine = _engines[key] = make_engine(url)
+        engine = _engines[key] = make_engine(url, autocommit=autocommit)
     return engine
 
 
 def dispose_engines() -> None:
     """Forget this process's engines (call after fork, or when a test changes databases)."""
-    for (pid, _url), engine in list(_engines.items()):
-        if pid == os.getpid():
+    for key, engine in list(_engines.items()):
+        if key[0] == os.getpid():
             engine.dispose()
-        del _engines[(pid, _url)]
+        del _engines[key]
     _factories.clear()
 
 

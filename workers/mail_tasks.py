@@ -10,8 +10,8 @@ from celery import Task
 from sqlalchemy.orm import Session
 
 from twofa.db import session_factory
+from twofa.mail.attempts import attempt
 from twofa.mail.batch import deliver_batch
-from twofa.mail.delivery import attempt
 from workers.app import app, mail_backend
 
 BASE_BACKOFF = 1.0  # seconds

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 from datetime import timedelta
 from email.message import Message
 
@@ -24,11 +23,7 @@ LEASE = timedelta(minutes=3)
 RETRY = timedelta(seconds=30)
 
 
-@pytest.fixture(autouse=True)
-def no_dispatch() -> Iterator[None]:
-    previous = outbox.install_dispatcher(None)
-    yield
-    outbox.install_dispatcher(previous)
+pytestmark = pytest.mark.usefixtures("no_dispatch")
 
 
 def queue_bulk(factory: sessionmaker[Session], clock: FrozenClock, n: int, **extra: object) -> list[int]:

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.helpers import at_once, make_user
+from tests.helpers import at_once, queue_code
 from twofa import email_otp, maintenance, outbox
 from twofa.clock import FrozenClock
 from twofa.db import transaction
@@ -18,21 +18,6 @@ from twofa.mail.delivery import Delivery, deliver, record_failure
 from twofa.mail.sweep import MAX_ATTEMPTS, stale
 from twofa.models import EmailOtp, OutboxMessage, User
 from twofa.settings import get_settings
-
-
-@pytest.fixture
-def no_dispatch() -> object:
-    previous = outbox.install_dispatcher(None)
-    yield None
-    outbox.install_dispatcher(previous)
-
-
-def queue_code(factory: sessionmaker[Session], clock: FrozenClock, email: str = "a@example.com") -> int:
-    user = make_user(factory, email, clock=clock)
-    with transaction(factory) as s:
-        otp = email_otp.issue(s, user, email_otp.ENROL, clock=clock)
-        s.flush()
-        return s.execute(select(OutboxMessage.id).where(OutboxMessage.email_otp_id == otp.id)).scalar_one()
 
 
 def status(factory: sessionmaker[Session], row_id: int) -> str:

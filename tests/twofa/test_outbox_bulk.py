@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -13,12 +11,7 @@ from twofa.clock import FrozenClock
 from twofa.db import transaction
 from twofa.models import OutboxMessage
 
-
-@pytest.fixture(autouse=True)
-def no_dispatch() -> Iterator[None]:
-    previous = outbox.install_dispatcher(None)
-    yield
-    outbox.install_dispatcher(previous)
+pytestmark = pytest.mark.usefixtures("no_dispatch")
 
 
 def messages(keys: range) -> list[dict[str, object]]:

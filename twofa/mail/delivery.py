@@ -5,24 +5,29 @@ backend; it is marked sent in the same transaction. So a duplicated or redeliver
 skips) or already sent (it does nothing), and a worker killed mid-send releases the lock with its connection,
 leaving the row ``queued`` for the retried task. The only window for a duplicate is a crash between the SMTP
 server's acceptance and the commit; the stable Message-ID lets the receiving side drop that copy.
+
+``plan`` holds the decisions (expired, cancelled, or the message and the writes that mark it sent) apart from the
+statements' execution, which ``deliver`` does through a SQLAlchemy session, and ``pg_delivery`` in two round trips
+on PostgreSQL (the worker's path there).
 """
 
 from __future__ import annotations
 
 import enum
 import secrets
+from dataclasses import dataclass
 from datetime import timedelta
 from email.message import Message
 from typing import Any, cast
 
 from jinja2 import TemplateError
-from sqlalchemy import Connection, LargeBinary, String, Table, bindparam, select, update
+from sqlalchemy import Executable, LargeBinary, String, Table, bindparam, select, text, update
 from sqlalchemy.orm import Session
 
 from twofa import audit, crypto
 from twofa.clock import SYSTEM_CLOCK, Clock
 from twofa.db import UTCDateTime
-from twofa.mail.backends import MailBackend, PermanentMailError, TransientMailError
+from twofa.mail.backends import MailBackend, PermanentMailError
 from twofa.mail.render import build_message
 from twofa.models import EmailOtp, OutboxMessage, OutboxStatus
 
@@ -54,7 +59,7 @@ _e = _otps.c
 
 # Prebuilt statements: an email code is on the clock, and this path runs for every one of them. The claim reads the
 # row and its email code (if any) in one statement and locks the outbox row only.
-_CLAIM = (
+CLAIM = (
     select(
         _o.id,
         _o.template,
@@ -96,54 +101,84 @@ _MARK_SENT_WITH_CODE = _MARK_SENT.add_cte(_CODE_MADE.cte("code_made"))
 _CODE_UNSENT = (
     update(_otps).where(_e.id == bindparam("cid")).values(delivery_failed_at=bindparam("at", type_=UTCDateTime()))
 )
+_ASYNC_COMMIT = text("SET LOCAL synchronous_commit TO OFF")
+# Every statement ``plan`` writes with, but the one above (``pg_delivery`` prepares them on each connection).
+WRITES = (_MARK_SENT, _MARK_SENT_WITH_CODE, _END, _CODE_UNSENT)
 
 
-def deliver(session: Session, outbox_id: int, backend: MailBackend, clock: Clock = SYSTEM_CLOCK) -> Delivery:
-    """Send outbox row ``outbox_id`` once. The caller commits; on a ``MailError`` the caller rolls back and calls
-    ``record_failure`` in a new transaction."""
-    conn = session.connection()
-    row = conn.execute(_CLAIM, {"oid": outbox_id}).first()
-    if row is None:
-        return Delivery.SKIPPED
-    if row.email_otp_id is None and conn.dialect.name == "postgresql":
-        # Bulk mail: the commit that marks the row sent need not wait for the disk. Were the database to crash and
-        # lose it, the message would be sent again with the same Message-ID. An email code keeps durable commits:
-        # lost, its stored hash would go too, and the code the user already holds would never verify.
-        conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+Write = tuple[Executable, dict[str, Any]]  # a statement and its parameters
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a claimed row comes to: the message to hand the backend (none for a row that ends unsent) and the
+    writes that end the row, to run after the backend accepted it, in the claim's transaction."""
+
+    outcome: Delivery
+    message: Message | None
+    writes: list[Write]
+
+
+def plan(row: Any, outbox_id: int, clock: Clock, *, postgresql: bool) -> Plan:
+    """Decide what to do with a row of ``CLAIM``'s columns (SQLAlchemy's ``Row`` or psycopg's named tuple), and make
+    its email code if it carries one: in the message, and its hash among the writes. A template that fails to render
+    is a ``PermanentMailError``."""
     now = clock.now()
-    if row.not_after is not None and now >= row.not_after:
-        return _end(conn, outbox_id, Delivery.EXPIRED, "expired before it could be sent")
-
-    context = dict(row.context)
-    made: dict[str, Any] | None = None  # the email code's hash, to store with the "sent" mark
-    if row.email_otp_id is not None:
+    if row.email_otp_id is not None:  # the code's own state first: an expired one is marked as never delivered
         if row.code_invalidated_at is not None or row.code_used_at is not None:
-            return _end(conn, outbox_id, Delivery.CANCELLED, REPLACED)
+            return _end(outbox_id, Delivery.CANCELLED, REPLACED)
         if now >= row.code_expires_at:
-            conn.execute(_CODE_UNSENT, {"cid": row.email_otp_id, "at": now})
-            return _end(conn, outbox_id, Delivery.EXPIRED, "expired before it could be sent")
+            return _end(
+                outbox_id,
+                Delivery.EXPIRED,
+                "expired before it could be sent",
+                (_CODE_UNSENT, {"cid": row.email_otp_id, "at": now}),
+            )
+    if row.not_after is not None and now >= row.not_after:
+        return _end(outbox_id, Delivery.EXPIRED, "expired before it could be sent")
+    context = dict(row.context)
+    sent = {"oid": outbox_id, "at": now}
+    writes: list[Write]
+    if row.email_otp_id is None:
+        writes = [(_MARK_SENT, sent)]
+        if postgresql:
+            # Bulk mail: the commit that marks the row sent need not wait for the disk. Were the database to crash
+            # and lose it, the message would be sent again with the same Message-ID. An email code keeps durable
+            # commits: lost, its stored hash would go too, and the code the user already holds would never verify.
+            writes.insert(0, (_ASYNC_COMMIT, {}))
+    else:
         # The code exists only here, in memory, and in the email; the row keeps its keyed hash, written in the
         # transaction that marks the email sent: both or neither.
         code = new_email_code()
         made = {"cid": row.email_otp_id, "hash": email_code_hash(row.email_otp_id, code)}
         context["code"] = code
         context["expires_in_minutes"] = max(1, round((row.code_expires_at - now).total_seconds() / 60))
-
-    backend.send(compose(row.template, context, row.to_address, row.message_id, clock))
-    sent = {"oid": outbox_id, "at": now}
-    if made is None:
-        conn.execute(_MARK_SENT, sent)
-    elif conn.dialect.name == "postgresql":
-        conn.execute(_MARK_SENT_WITH_CODE, sent | made)
-    else:
-        conn.execute(_CODE_MADE, sent | made)
-        conn.execute(_MARK_SENT, sent)
-    return Delivery.SENT
+        if postgresql:
+            writes = [(_MARK_SENT_WITH_CODE, sent | made)]  # one statement, one round trip fewer
+        else:
+            writes = [(_CODE_MADE, sent | made), (_MARK_SENT, sent)]
+    message = compose(row.template, context, row.to_address, row.message_id, clock)
+    return Plan(Delivery.SENT, message, writes)
 
 
-def _end(conn: Connection, outbox_id: int, outcome: Delivery, why: str) -> Delivery:
-    conn.execute(_END, {"oid": outbox_id, "status": outcome.value, "why": why})
-    return outcome
+def deliver(session: Session, outbox_id: int, backend: MailBackend, clock: Clock = SYSTEM_CLOCK) -> Delivery:
+    """Send outbox row ``outbox_id`` once. The caller commits; on a ``MailError`` the caller rolls back and calls
+    ``record_failure`` in a new transaction. (On PostgreSQL the worker takes ``pg_delivery``: the same, in two
+    round trips.)"""
+    conn = session.connection()
+    row = conn.execute(CLAIM, {"oid": outbox_id}).first()
+    if row is None:
+        return Delivery.SKIPPED
+    todo = plan(row, outbox_id, clock, postgresql=conn.dialect.name == "postgresql")
+    if todo.message is not None:
+        backend.send(todo.message)
+    for statement, parameters in todo.writes:
+        conn.execute(statement, parameters)
+    return todo.outcome
+
+
+def _end(outbox_id: int, outcome: Delivery, why: str, *before: Write) -> Plan:
+    return Plan(outcome, None, [*before, (_END, {"oid": outbox_id, "status": outcome.value, "why": why})])
 
 
 def compose(template: str, context: dict[str, Any], to: str, message_id: str, clock: Clock) -> Message:
@@ -207,29 +242,3 @@ def record_failure(
         return False
     row.next_attempt_at = next_at
     return True
-
-
-def attempt(
-    session: Session,
-    outbox_id: int,
-    backend: MailBackend,
-    *,
-    retry_in: timedelta,
-    give_up: bool = False,
-    clock: Clock = SYSTEM_CLOCK,
-) -> tuple[str, bool]:
-    """One delivery attempt, committed on ``session``; a mail error is recorded on the row, not raised.
-    Returns the outcome (a ``Delivery`` value, "retry" or "failed") and whether to try again after ``retry_in``."""
-    try:
-        status = deliver(session, outbox_id, backend, clock).value
-        session.commit()
-        return status, False
-    except (TransientMailError, PermanentMailError) as exc:
-        session.rollback()
-        permanent = give_up or isinstance(exc, PermanentMailError)
-        again = record_failure(session, outbox_id, str(exc), permanent=permanent, retry_in=retry_in, clock=clock)
-        session.commit()
-        return ("retry" if again else "failed"), again
-    except BaseException:
-        session.rollback()
-        raise

@@ -9,8 +9,9 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from twofa.clock import SYSTEM_CLOCK, Clock
+from twofa.mail.attempts import attempt
 from twofa.mail.backends import MailBackend
-from twofa.mail.delivery import Delivery, attempt
+from twofa.mail.delivery import Delivery
 from twofa.models import OutboxMessage, OutboxStatus
 from twofa.outbox import OutboxRef
 
