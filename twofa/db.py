@@ -215,8 +215,17 @@ def make_engine(url: str, *, autocommit: bool = False) -> Engine:
         _configure_sqlite(engine)
         return engine
     # TimeZone=UTC: timestamps come back in UTC whatever the server's default (see UTCDateTime.result_processor).
-    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
-    engine = create_engine(url, pool_size=10, max_overflow=20, connect_args={"options": "-c timezone=UTC"}, **options)
+    connect_args: dict[str, Any] = {"options": "-c timezone=UTC"}
+    if autocommit:  # the delivery's pool: one connection per process in use at a time; nothing psycopg prepares
+        engine = create_engine(
+            url,
+            pool_size=2,
+            max_overflow=8,
+            isolation_level="AUTOCOMMIT",
+            connect_args=connect_args | {"prepare_threshold": None},
+        )
+    else:
+        engine = create_engine(url, pool_size=10, max_overflow=20, connect_args=connect_args)
     _ping_when_idle(engine)
     return engine
 

@@ -3,6 +3,7 @@ fewer round trips, and the pooled connection always handed back clean."""
 
 from __future__ import annotations
 
+import logging
 import re
 import tempfile
 from collections.abc import Iterator
@@ -14,11 +15,13 @@ from typing import IO, Any
 import psycopg
 import pytest
 from sqlalchemy import Engine, event, select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.helpers import queue_code, text_of
-from twofa import email_otp
+from twofa import email_otp, outbox
 from twofa.clock import FrozenClock
+from twofa.db import transaction
 from twofa.mail import pg_delivery
 from twofa.mail.attempts import attempt
 from twofa.mail.backends import MemoryBackend, TransientMailError
@@ -110,13 +113,14 @@ def test_an_email_code_goes_out_in_two_round_trips_and_verifies(
         assert pg_delivery.deliver(engine, row_id, mailbox, clock) is Delivery.SENT
     queries = round_trips(trace)
     assert len(queries) == 2, queries
-    assert re.fullmatch(rf"BEGIN; EXECUTE twofa_delivery_\d+\({row_id}, 'queued'\)", queries[0])
-    assert queries[1].startswith("EXECUTE twofa_delivery_") and queries[1].endswith("; COMMIT")
+    assert re.fullmatch(rf"BEGIN; EXECUTE twofa_[0-9a-f]{{16}}\({row_id}, 'queued'\)", queries[0])
+    assert re.fullmatch(r"EXECUTE twofa_[0-9a-f]{16}\(.*\); COMMIT", queries[1])
     pool_is_clean(factory)
 
     (message,) = mailbox.sent
     code = re.search(r"\b(\d{6})\b", text_of(message))
     assert code is not None
+    assert not any(code.group(1) in line for line in trace)  # only its keyed hash went to the database
     with factory() as s:
         row = s.get(OutboxMessage, row_id)
         assert row is not None and (row.status, row.attempts, row.sent_at) == ("sent", 1, clock.now())
@@ -221,14 +225,18 @@ def test_a_replaced_code_is_cancelled(factory: sessionmaker[Session], clock: Fro
 
 
 def test_a_connection_lost_mid_send_is_dropped_from_the_pool(
-    factory: sessionmaker[Session], clock: FrozenClock
+    factory: sessionmaker[Session], clock: FrozenClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The database ends the delivering connection while the message is with the SMTP server (a restart, a
     failover): nothing is marked, the broken connection does not go back to the pool, and the next attempt sends."""
     row_id = queue_code(factory, clock)
     engine = engine_of(factory)
     pids: list[int] = []
-    event.listen(own_engine(factory), "checkout", lambda conn, _r, _p: pids.append(conn.info.backend_pid))
+
+    def note_pid(conn: psycopg.Connection[Any], _record: object, _proxy: object) -> None:
+        pids.append(conn.info.backend_pid)
+
+    event.listen(own_engine(factory), "checkout", note_pid)
 
     class Terminating(MemoryBackend):
         def send(self, message: Message) -> None:
@@ -236,8 +244,12 @@ def test_a_connection_lost_mid_send_is_dropped_from_the_pool(
                 s.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pids[-1]})
             super().send(message)
 
-    with pytest.raises(psycopg.OperationalError):
-        pg_delivery.deliver(engine, row_id, Terminating(), clock)
+    try:
+        with pytest.raises(psycopg.OperationalError), caplog.at_level(logging.ERROR):
+            pg_delivery.deliver(engine, row_id, Terminating(), clock)
+    finally:
+        event.remove(own_engine(factory), "checkout", note_pid)
+    assert f"outbox row {row_id}: its message went out but could not be marked sent" in caplog.messages
     pool_is_clean(factory)
     mailbox = MemoryBackend()
     assert pg_delivery.deliver(engine, row_id, mailbox, clock) is Delivery.SENT
@@ -252,12 +264,11 @@ def test_statements_lost_to_a_session_reset_are_prepared_again(
     first, row_id = queue_code(factory, clock, "first@example.com"), queue_code(factory, clock)
     engine = engine_of(factory)
     assert pg_delivery.deliver(engine, first, MemoryBackend(), clock) is Delivery.SENT
-    pooled = own_engine(factory).raw_connection()  # the one connection the delivery used, back in the pool
-    try:
-        conn = pooled.driver_connection
-        assert isinstance(conn, psycopg.Connection)
-        conn.execute("DISCARD ALL")
-    finally:
+    pool = own_engine(factory).pool
+    held = [pool.connect() for _ in range(pool.checkedin())]  # type: ignore[attr-defined]
+    for pooled in held:  # every connection in the pool, whichever the next delivery gets
+        pooled.driver_connection.execute("DISCARD ALL")  # type: ignore[union-attr]
+    for pooled in held:
         pooled.close()
     mailbox = MemoryBackend()
     with traced(own_engine(factory)) as trace:
@@ -265,6 +276,77 @@ def test_statements_lost_to_a_session_reset_are_prepared_again(
     assert len(mailbox.sent) == 1
     queries = round_trips(trace)
     assert queries[0].startswith("BEGIN; EXECUTE") and queries[1] == "ROLLBACK"
-    assert sum(q.startswith("PREPARE") for q in queries) == 5
+    assert queries[2] == "DEALLOCATE ALL" and sum(q.startswith("PREPARE") for q in queries) == 5
     assert queries[-2].startswith("BEGIN; EXECUTE") and queries[-1].endswith("; COMMIT")
     pool_is_clean(factory)
+
+
+def test_the_row_stays_locked_while_its_message_is_with_the_smtp_server(
+    factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    """From the claim to the commit of the writes: a duplicate task meanwhile skips the row, another transaction
+    cannot take it, and the lock goes with the commit."""
+    row_id = queue_code(factory, clock)
+    engine = engine_of(factory)
+    seen: list[object] = []
+
+    class Meanwhile(MemoryBackend):
+        def send(self, message: Message) -> None:
+            seen.append(pg_delivery.deliver(engine, row_id, MemoryBackend(), clock))  # a duplicated task
+            with factory() as s, pytest.raises(OperationalError) as locked:
+                s.execute(select(OutboxMessage).where(OutboxMessage.id == row_id).with_for_update(nowait=True))
+            seen.append(type(locked.value.orig))
+            super().send(message)
+
+    mailbox = Meanwhile()
+    assert pg_delivery.deliver(engine, row_id, mailbox, clock) is Delivery.SENT
+    assert seen == [Delivery.SKIPPED, psycopg.errors.LockNotAvailable] and len(mailbox.sent) == 1
+    with factory() as s:  # committed: free, and sent
+        row = s.execute(select(OutboxMessage).where(OutboxMessage.id == row_id).with_for_update(nowait=True))
+        assert row.scalar_one().status == "sent"
+    pool_is_clean(factory)
+
+
+def test_a_task_interrupted_mid_send_leaves_the_row_queued_and_free(
+    factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    """A time limit or a shutdown raises inside the send: nothing is marked, and the row can be claimed at once."""
+    row_id = queue_code(factory, clock)
+
+    class Interrupted(MemoryBackend):
+        def send(self, message: Message) -> None:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pg_delivery.deliver(engine_of(factory), row_id, Interrupted(), clock)
+    pool_is_clean(factory)
+    with factory() as s:
+        row = s.execute(select(OutboxMessage).where(OutboxMessage.id == row_id).with_for_update(nowait=True))
+        assert (row.scalar_one().status, s.execute(select(EmailOtp.code_hash)).scalar_one()) == ("queued", None)
+
+
+def test_bulk_mail_is_marked_sent_without_waiting_for_the_disk(
+    factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    with transaction(factory) as s:
+        row = outbox.enqueue(
+            s,
+            template="policy_reminder",
+            to="x@example.com",
+            context={"org_name": "Acme", "role": "admin", "deadline": "1 Dec", "days_left": 3, "email_allowed": True},
+            clock=clock,
+        )
+        s.flush()
+        row_id = row.id
+    mailbox = MemoryBackend()
+    engine = engine_of(factory)
+    pg_delivery.deliver(engine, queue_code(factory, clock, "warm@example.com"), MemoryBackend(), clock)
+    with traced(own_engine(factory)) as trace:
+        assert pg_delivery.deliver(engine, row_id, mailbox, clock) is Delivery.SENT
+    queries = round_trips(trace)
+    assert len(queries) == 2 and queries[1].startswith("SET LOCAL synchronous_commit TO OFF; EXECUTE twofa_")
+    assert "NULL" in queries[1]  # last_error cleared: a constant of the statement, bound as NULL
+    assert len(mailbox.sent) == 1
+    with factory() as s:
+        row = s.get(OutboxMessage, row_id)
+        assert row is not None and (row.status, row.sent_at, row.last_error) == ("sent", clock.now(), None)

@@ -26,11 +26,12 @@ def attempt(
     """One delivery attempt, committed; a mail error is recorded on the row (through ``session``), not raised.
     Returns the outcome (a ``Delivery`` value, "retry" or "failed") and whether to try again after ``retry_in``.
 
-    On PostgreSQL the delivery takes ``pg_delivery``'s two round trips, on a connection of its own from the
-    session's engine; ``session`` is used only to record a failure."""
+    On PostgreSQL (psycopg) the delivery takes ``pg_delivery``'s two round trips, on a connection of the delivery's
+    own pool, and ``session`` is used only to record a failure; a database error is then psycopg's, not
+    SQLAlchemy's."""
     bind = session.get_bind()
     try:
-        if isinstance(bind, Engine) and bind.dialect.name == "postgresql":
+        if isinstance(bind, Engine) and (bind.dialect.name, bind.dialect.driver) == ("postgresql", "psycopg"):
             status = pg_delivery.deliver(bind, outbox_id, backend, clock).value
         else:
             status = deliver(session, outbox_id, backend, clock).value

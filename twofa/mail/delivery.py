@@ -102,7 +102,7 @@ _CODE_UNSENT = (
     update(_otps).where(_e.id == bindparam("cid")).values(delivery_failed_at=bindparam("at", type_=UTCDateTime()))
 )
 _ASYNC_COMMIT = text("SET LOCAL synchronous_commit TO OFF")
-# Every statement ``plan`` writes with, but the one above (``pg_delivery`` prepares them on each connection).
+# Every statement ``plan`` writes with on PostgreSQL but ``_ASYNC_COMMIT`` (``pg_delivery`` prepares them).
 WRITES = (_MARK_SENT, _MARK_SENT_WITH_CODE, _END, _CODE_UNSENT)
 
 

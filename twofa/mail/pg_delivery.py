@@ -12,17 +12,25 @@ process and of the worker's for every email (the figures are in the closing note
 - The connections come from a pool of their own in autocommit mode (``db.get_engine(..., autocommit=True)``), so
   psycopg sends no BEGIN of its own, and no session's rollback makes psycopg deallocate these statements.
 - The arguments are bound client-side by psycopg (``ClientCursor.mogrify``, quoted for the connection), as the
-  simple protocol carries no parameters. They are the values ``plan`` makes: integers, text, bytes and aware
-  datetimes.
+  simple protocol carries no parameters. They are the values ``plan`` makes (integers, text, bytes, aware datetimes,
+  NULL), none of them from a user. So an email code's keyed hash is in the text of the query that marks it sent,
+  where ``pg_stat_activity`` shows it and the server's log would print it with an error in that query; it is the
+  value the row stores, never the code.
+- The writes are made into SQL before the message leaves, so a fault in them cannot follow a sent message. A
+  failure of the final query itself (the connection lost) after the send is logged: the row stays queued, and its
+  retry sends it again (an email code with a new code) under the same Message-ID, as after a worker killed between
+  the SMTP server's acceptance and the commit.
 """
 
 from __future__ import annotations
 
 import enum
-import itertools
+import hashlib
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from typing import Any, cast
 
@@ -36,37 +44,37 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from twofa.clock import SYSTEM_CLOCK, Clock
 from twofa.db import get_engine
 from twofa.mail.backends import MailBackend
-from twofa.mail.delivery import CLAIM, WRITES, Delivery, plan
+from twofa.mail.delivery import CLAIM, WRITES, Delivery, Write, plan
+
+log = logging.getLogger(__name__)
 
 # Compiles to PostgreSQL's own placeholders ($1, $2, ...; one per name), as PREPARE takes them. Never connects.
 _DIALECT = postgresql.asyncpg.dialect()  # type: ignore[no-untyped-call]
-_PREPARED = "twofa_prepared"  # in a pooled connection's info: the statements prepared on it
+_PREPARED = "twofa_prepared"  # in a pooled connection's info: the statements are prepared on it
+# What a claim meets when its prepared statement is gone (a pooler's DISCARD ALL) or stale (a migration changed a
+# column it reads: "cached plan must not change result type"): prepared again, and the claim made again, once.
+_STALE = (psycopg.errors.InvalidSqlStatementName, psycopg.errors.FeatureNotSupported)
 
 
 @dataclass(frozen=True)
 class _Prepared:
     """One of ``delivery``'s statements as a prepared statement of each connection that runs it."""
 
-    name: str
     prepare: str  # PREPARE name AS ...
     execute: str  # EXECUTE name(%s, ...), its arguments bound by psycopg
     arguments: tuple[str, ...]  # the parameters' names, in the order of $1, $2, ...
     constants: dict[str, Any]  # the values of the parameters the statement fixes itself
 
 
-@cache
 def _prepared(statement: Executable) -> _Prepared:
     compiled = cast(SQLCompiler, cast(ClauseElement, statement).compile(dialect=_DIALECT))
     arguments = tuple(compiled.positiontup or ())
-    constants = {}
-    for name in arguments:
-        bind = compiled.binds[name]
-        if not bind.required:
-            value = bind.effective_value
-            constants[name] = value.value if isinstance(value, enum.Enum) else value
-    name = f"twofa_delivery_{next(_numbers)}"  # the same on every connection of this process: made once
+    constants = {
+        name: _value(compiled.binds[name].effective_value) for name in arguments if not compiled.binds[name].required
+    }
+    # Named after its text: the same in every thread and process, and a new name when a release changes it.
+    name = "twofa_" + hashlib.sha256(str(compiled).encode()).hexdigest()[:16]
     return _Prepared(
-        name=name,
         prepare=f"PREPARE {name} AS {compiled}",
         execute=f"EXECUTE {name}({', '.join(['%s'] * len(arguments))})",
         arguments=arguments,
@@ -74,69 +82,86 @@ def _prepared(statement: Executable) -> _Prepared:
     )
 
 
-_numbers = itertools.count(1)
+def _value(value: Any) -> Any:
+    """A parameter as SQLAlchemy would bind it: an enum by its value, and never a naive datetime (``UTCDateTime``
+    refuses those too)."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, datetime) and value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    return value
 
 
-def _prepare_once(cursor: psycopg.ClientCursor[Any], info: dict[str, Any]) -> None:
-    """Prepare the claim and every write on this connection, the first time it delivers, before any transaction (an
-    error inside one would end it). Each on its own, so that one already there does not keep the others out."""
-    if info.get(_PREPARED):
+# Made once, at import.
+_STATEMENTS: dict[Executable, _Prepared] = {statement: _prepared(statement) for statement in (CLAIM, *WRITES)}
+
+
+def _prepare_all(cursor: psycopg.ClientCursor[Any], info: dict[str, Any], *, again: bool = False) -> None:
+    """Prepare the claim and every write on this connection, the first time it delivers (``again``: after they were
+    lost), before any transaction: an error inside one would end it."""
+    if info.get(_PREPARED) and not again:
         return
-    for statement in (CLAIM, *WRITES):
-        with suppress(psycopg.errors.DuplicatePreparedStatement):
-            cursor.execute(_prepared(statement).prepare)
+    info.pop(_PREPARED, None)
+    if again:
+        cursor.execute("DEALLOCATE ALL")  # only this module prepares on these connections (prepare_threshold=None)
+    for p in _STATEMENTS.values():
+        with suppress(psycopg.errors.DuplicatePreparedStatement):  # the same name is the same text
+            cursor.execute(p.prepare)
     info[_PREPARED] = True
 
 
-def _sql(cursor: psycopg.ClientCursor[Any], statement: Executable, parameters: dict[str, Any]) -> str:
-    """``statement`` run with ``parameters``: EXECUTE of its prepared statement, or a parameterless statement as it
-    is (``SET LOCAL`` cannot be prepared)."""
+def _sql(cursor: psycopg.ClientCursor[Any], write: Write) -> str:
+    """A statement with its parameters, as SQL: EXECUTE of its prepared statement, or a parameterless statement as
+    it is (``SET LOCAL`` cannot be prepared). A statement not prepared here is a ``KeyError``."""
+    statement, parameters = write
     if isinstance(statement, TextClause):
+        if parameters:
+            raise ValueError("a text statement is sent as it is, without parameters")
         return statement.text
-    p = _prepared(statement)
-    values = p.constants | parameters
+    p = _STATEMENTS[statement]
+    values = p.constants | {name: _value(v) for name, v in parameters.items()}
     return cursor.mogrify(p.execute, [values[name] for name in p.arguments])
+
+
+@cache
+def _url(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=False)
 
 
 def delivery_engine(engine: Engine) -> Engine:
     """The delivery's pool beside ``engine``'s, for the same database, in autocommit. Its own: sessions leave
     psycopg's prepared statements on their connections, and psycopg answers a rollback on such a connection with
     DEALLOCATE ALL, which would take this module's statements too."""
-    return get_engine(engine.url.render_as_string(hide_password=False), autocommit=True)
+    return get_engine(_url(engine), autocommit=True)
 
 
 @contextmanager
 def _cursor(engine: Engine) -> Iterator[tuple[psycopg.ClientCursor[Any], dict[str, Any]]]:
-    """A cursor on a connection of the delivery's pool, and that connection's info (what is prepared on it). The
-    connection goes back outside any transaction (the claim's is rolled back when the send failed or nothing was
-    claimed); a broken one, or one that cannot be rolled back, is dropped."""
+    """A cursor on a connection of the delivery's pool, and that connection's info (whether the statements are
+    prepared on it). Back in the pool, the pool's reset rolls back a transaction left open (the claim's, when the
+    send failed or nothing was claimed). After a database error the connection is not used again: whatever state
+    it was left in, the next delivery starts from a new one."""
     pooled = delivery_engine(engine).raw_connection()
-    conn: psycopg.Connection[Any] = pooled.driver_connection  # type: ignore[assignment]
     try:
+        conn = pooled.driver_connection
+        assert isinstance(conn, psycopg.Connection)
         yield psycopg.ClientCursor(conn, row_factory=namedtuple_row), pooled.info
+    except psycopg.DatabaseError:
+        pooled.invalidate()
+        raise
     finally:
-        try:
-            conn.rollback()  # a no-op outside a transaction
-        except psycopg.Error:
-            pooled.invalidate()
-        else:
-            if conn.broken:
-                pooled.invalidate()
         pooled.close()
 
 
 def _claim(cursor: psycopg.ClientCursor[Any], info: dict[str, Any], outbox_id: int) -> Any:
     """BEGIN and the claim, in one query: the row (a named tuple of ``CLAIM``'s columns), or None."""
-    _prepare_once(cursor, info)
-    query = "BEGIN; " + _sql(cursor, CLAIM, {"oid": outbox_id})
+    _prepare_all(cursor, info)
+    query = "BEGIN; " + _sql(cursor, (CLAIM, {"oid": outbox_id}))
     try:
         cursor.execute(query)
-    except psycopg.errors.InvalidSqlStatementName:
-        # Something between here and the server reset the session (a pooler's DISCARD ALL): prepare again, once.
-        # The writes were prepared with the claim, so they cannot be missing once the claim has run.
+    except _STALE:
         cursor.connection.rollback()
-        info.pop(_PREPARED, None)
-        _prepare_once(cursor, info)
+        _prepare_all(cursor, info, again=True)  # the writes with the claim: none can be missing once it has run
         cursor.execute(query)
     cursor.nextset()
     return cursor.fetchone()
@@ -144,13 +169,20 @@ def _claim(cursor: psycopg.ClientCursor[Any], info: dict[str, Any], outbox_id: i
 
 def deliver(engine: Engine, outbox_id: int, backend: MailBackend, clock: Clock = SYSTEM_CLOCK) -> Delivery:
     """``delivery.deliver``, committed, for the database of ``engine``: claim (with BEGIN), send, then the writes
-    (with COMMIT). A ``MailError`` leaves the row as it was, and the caller records the failure."""
+    (with COMMIT). A ``MailError`` leaves the row as it was, and the caller records the failure; database errors
+    are psycopg's own."""
     with _cursor(engine) as (cursor, info):
         row = _claim(cursor, info, outbox_id)
         if row is None:
-            return Delivery.SKIPPED  # the rollback on the way out ends the transaction
+            return Delivery.SKIPPED  # the pool's rollback ends the transaction
         todo = plan(row, outbox_id, clock, postgresql=True)
+        writes = "; ".join([*(_sql(cursor, write) for write in todo.writes), "COMMIT"])  # before anything is sent
         if todo.message is not None:
             backend.send(todo.message)
-        cursor.execute("; ".join([*(_sql(cursor, s, p) for s, p in todo.writes), "COMMIT"]))
+        try:
+            cursor.execute(writes)
+        except psycopg.Error:
+            if todo.message is not None:
+                log.error("outbox row %d: its message went out but could not be marked sent", outbox_id)
+            raise
         return todo.outcome
