@@ -17,9 +17,9 @@ process and of the worker's for every email (the figures are in the closing note
   where ``pg_stat_activity`` shows it and the server's log would print it with an error in that query; it is the
   value the row stores, never the code.
 - The writes are made into SQL before the message leaves, so a fault in them cannot follow a sent message. A
-  failure of the final query itself (the connection lost) after the send is logged: the row stays queued, and its
-  retry sends it again (an email code with a new code) under the same Message-ID, as after a worker killed between
-  the SMTP server's acceptance and the commit.
+  failure of the final query itself (the connection lost) after the send is logged: the row stays queued, and the
+  outbox sweeper has it sent again (an email code with a new code) under the same Message-ID, as after a worker
+  killed between the SMTP server's acceptance and the commit.
 """
 
 from __future__ import annotations
