@@ -216,16 +216,11 @@ def make_engine(url: str, *, autocommit: bool = False) -> Engine:
         return engine
     # TimeZone=UTC: timestamps come back in UTC whatever the server's default (see UTCDateTime.result_processor).
     connect_args: dict[str, Any] = {"options": "-c timezone=UTC"}
+    pool: dict[str, Any] = {"pool_size": 10, "max_overflow": 20}
     if autocommit:  # the delivery's pool: one connection per process in use at a time; nothing psycopg prepares
-        engine = create_engine(
-            url,
-            pool_size=2,
-            max_overflow=8,
-            isolation_level="AUTOCOMMIT",
-            connect_args=connect_args | {"prepare_threshold": None},
-        )
-    else:
-        engine = create_engine(url, pool_size=10, max_overflow=20, connect_args=connect_args)
+        pool = {"pool_size": 2, "max_overflow": 8, "isolation_level": "AUTOCOMMIT"}
+        connect_args["prepare_threshold"] = None
+    engine = create_engine(url, connect_args=connect_args, **pool)
     _ping_when_idle(engine)
     return engine
 

@@ -42,7 +42,7 @@ from sqlalchemy.sql import ClauseElement, TextClause
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from twofa.clock import SYSTEM_CLOCK, Clock
-from twofa.db import get_engine
+from twofa.db import UTCDateTime, get_engine
 from twofa.mail.backends import MailBackend
 from twofa.mail.delivery import CLAIM, WRITES, Delivery, Write, plan
 
@@ -82,13 +82,16 @@ def _prepared(statement: Executable) -> _Prepared:
     )
 
 
+_UTC = UTCDateTime()
+
+
 def _value(value: Any) -> Any:
-    """A parameter as SQLAlchemy would bind it: an enum by its value, and never a naive datetime (``UTCDateTime``
-    refuses those too)."""
+    """A parameter as SQLAlchemy would bind it: an enum by its value, a datetime through ``UTCDateTime`` (UTC, and
+    never naive)."""
     if isinstance(value, enum.Enum):
         return value.value
-    if isinstance(value, datetime) and value.tzinfo is None:
-        raise ValueError("naive datetime given to a UTC column")
+    if isinstance(value, datetime):
+        return _UTC.process_bind_param(value, _DIALECT)
     return value
 
 
