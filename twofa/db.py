@@ -202,6 +202,11 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+# Statement parameters stay out of SQLAlchemy's errors and its SQL log: they include password and code hashes,
+# encrypted seeds and session-token digests, and an error's text ends up in a worker's or the API's log.
+HIDE_PARAMETERS = True
+
+
 def make_engine(url: str, *, autocommit: bool = False) -> Engine:
     """An engine for ``url``; with ``autocommit``, one whose connections run each statement in its own transaction
     unless the SQL itself says BEGIN (PostgreSQL only: see ``twofa.mail.pg_delivery``)."""
@@ -211,7 +216,9 @@ def make_engine(url: str, *, autocommit: bool = False) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(
+            url, connect_args={"timeout": 30, "check_same_thread": False}, hide_parameters=HIDE_PARAMETERS
+        )
         _configure_sqlite(engine)
         return engine
     # TimeZone=UTC: timestamps come back in UTC whatever the server's default (see UTCDateTime.result_processor).
@@ -220,7 +227,7 @@ def make_engine(url: str, *, autocommit: bool = False) -> Engine:
     if autocommit:  # the delivery's pool: one connection per process in use at a time; nothing psycopg prepares
         pool = {"pool_size": 2, "max_overflow": 8, "isolation_level": "AUTOCOMMIT"}
         connect_args["prepare_threshold"] = None
-    engine = create_engine(url, connect_args=connect_args, **pool)
+    engine = create_engine(url, connect_args=connect_args, hide_parameters=HIDE_PARAMETERS, **pool)
     _ping_when_idle(engine)
     return engine
 

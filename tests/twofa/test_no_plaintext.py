@@ -6,7 +6,8 @@ import base64
 import logging
 
 import pytest
-from sqlalchemy import MetaData, select
+from sqlalchemy import MetaData, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.helpers import PASSWORD, last_code, make_user
@@ -97,3 +98,13 @@ def test_database_and_logs_hold_no_secret(
     logged = caplog.text
     for secret in [*secrets, enrol_code, login_code]:
         assert secret not in logged
+
+
+def test_a_database_error_does_not_carry_the_statements_parameters(factory: sessionmaker[Session]) -> None:
+    """Its text goes to a log (a worker's failed task, the API's error handler): the values bound to a failed
+    statement, a code's keyed hash among them, stay out of it."""
+    marker = "d3adbeef-not-for-logs"
+    with factory() as s, pytest.raises(DBAPIError) as caught:
+        s.execute(text("SELECT :value FROM no_such_table"), {"value": marker})
+    assert "no_such_table" in str(caught.value)  # the statement is there, for whoever debugs it
+    assert marker not in str(caught.value) and "hidden due to hide_parameters" in str(caught.value)
