@@ -217,7 +217,11 @@ def test_451_twice_then_250_is_delivered_once(
     assert smtp.handler.attempts == 3 and len(smtp.to(user.email)) == 1
     [row] = rows(it_factory)
     assert (row.status, row.attempts) == ("sent", 3)
-    assert smtp.handler.message_ids == [row.message_id] * 3  # every attempt the same message, to the relay too
+    # Each attempt made a new code, so each is a new message: the row's Message-ID with a version of its own.
+    base, _, domain = row.message_id.strip("<>").rpartition("@")
+    ids = smtp.handler.message_ids
+    assert len(set(ids)) == 3 and all(i.startswith(f"<{base}.") and i.endswith(f"@{domain}>") for i in ids)
+    assert smtp.to(user.email)[0].message["Message-ID"] == ids[-1]
     with transaction(it_factory) as s:
         enrolment.confirm_email(s, user, code_in(smtp, user.email), CLOCK)
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import functools
+import re
 from datetime import UTC, datetime, timedelta
+from email.message import Message
 
 import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.helpers import PASSWORD, at_once, last_code, make_user
+from tests.helpers import PASSWORD, at_once, last_code, make_user, text_of
 from tests.twofa.test_login import WEB, finish
 from twofa import email_otp, enrolment, logins, outbox
 from twofa.clock import FrozenClock
@@ -21,7 +23,8 @@ from twofa.errors import (
     InvalidCode,
     ResendCooldown,
 )
-from twofa.mail.backends import MemoryBackend
+from twofa.mail.attempts import attempt
+from twofa.mail.backends import MemoryBackend, TransientMailError
 from twofa.mail.delivery import record_failure
 from twofa.mail.sync import deliver_queued
 from twofa.models import EmailOtp, OutboxMessage
@@ -295,3 +298,57 @@ def test_an_email_user_signing_in_twice_at_once(
     assert all(isinstance(r, logins.SecondFactorRequired) for r in results), results
     assert sum(r.email_code_sent for r in results if isinstance(r, logins.SecondFactorRequired)) == 1
     assert len(mailbox.sent) == sent_before + 1
+
+
+class AcceptedReplyLost(MemoryBackend):
+    """A relay that takes the first message but whose reply never arrives: the sender sees a transient failure."""
+
+    def send(self, message: Message) -> None:
+        super().send(message)
+        if len(self.sent) == 1:
+            raise TransientMailError("451 connection problem: SMTPServerDisconnected")
+
+
+def test_a_retried_code_is_a_new_message_and_a_retried_notice_the_same(
+    factory: sessionmaker[Session], clock: FrozenClock, no_dispatch: None
+) -> None:
+    """A receiver that drops copies by Message-ID must not keep the first message of a retried code: its code no
+    longer verifies. A notice, the same text each time, keeps the row's Message-ID, and the copy may be dropped."""
+    user = make_user(factory, clock=clock)
+    with transaction(factory) as s:
+        enrolment.start_email(s, user, clock)
+    backend = AcceptedReplyLost()
+    [code_row] = queued_rows(factory)
+    with factory() as s:
+        assert attempt(s, code_row.id, backend, retry_in=timedelta(seconds=1), clock=clock) == ("retry", True)
+        clock.advance(seconds=2)
+        assert attempt(s, code_row.id, backend, retry_in=timedelta(seconds=1), clock=clock) == ("sent", False)
+    first, second = backend.sent
+    base, _, domain = code_row.message_id.strip("<>").rpartition("@")
+    ids = [str(m["Message-ID"]) for m in (first, second)]
+    assert ids[0] != ids[1] and all(re.fullmatch(rf"<{base}\.[0-9a-f]{{8}}@{re.escape(domain)}>", i) for i in ids)
+    old, new = (code_of(m) for m in (first, second))
+    assert old != new
+    with transaction(factory) as s, pytest.raises(InvalidCode):
+        enrolment.confirm_email(s, user, old, clock)
+    with transaction(factory) as s:
+        enrolment.confirm_email(s, user, new, clock)
+
+    [notice_row] = queued_rows(factory)  # "2FA turned on"
+    backend = AcceptedReplyLost()
+    with factory() as s:
+        assert attempt(s, notice_row.id, backend, retry_in=timedelta(seconds=1), clock=clock) == ("retry", True)
+        clock.advance(seconds=2)
+        assert attempt(s, notice_row.id, backend, retry_in=timedelta(seconds=1), clock=clock) == ("sent", False)
+    assert [m["Message-ID"] for m in backend.sent] == [notice_row.message_id] * 2
+
+
+def queued_rows(factory: sessionmaker[Session]) -> list[OutboxMessage]:
+    with factory() as s:
+        return list(s.execute(select(OutboxMessage).where(OutboxMessage.status == "queued")).scalars())
+
+
+def code_of(message: Message) -> str:
+    found = re.search(r"\b(\d{6})\b", text_of(message))
+    assert found, "no code in the message"
+    return found.group(1)

@@ -52,7 +52,8 @@ class MemoryBackend:
 
 
 class FileBackend:
-    """Writes each message as an ``.eml`` file named after its Message-ID (a retry overwrites, never doubles)."""
+    """Writes each message as an ``.eml`` file named after its Message-ID (the same message sent again overwrites
+    its file, never doubles it)."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -106,7 +107,8 @@ class SmtpBackend:
                     # An idle connection the server closed, or one lost before the server's reply: one fresh
                     # connection, once. Lost after the message went out, the server may have accepted it already;
                     # sent again, it is the same message (the same code, the same Message-ID, which lets the
-                    # receiving side drop the copy), where a later retry of the row would make a new code.
+                    # receiving side drop the copy), where a later retry of the row would make a new code, and
+                    # for an email code a new message with an ID of its own.
                     self._drop()
                     self._conn = self._connect()
                     self._conn.send_message(message)

@@ -4,7 +4,9 @@ The row is claimed with ``SELECT ... FOR UPDATE SKIP LOCKED`` and stays locked w
 backend; it is marked sent in the same transaction. So a duplicated or redelivered task finds the row locked (it
 skips) or already sent (it does nothing), and a worker killed mid-send releases the lock with its connection,
 leaving the row ``queued`` for the retried task. The only window for a duplicate is a crash between the SMTP
-server's acceptance and the commit; the stable Message-ID lets the receiving side drop that copy.
+server's acceptance and the commit; the stable Message-ID lets the receiving side drop that copy. An email code is
+the exception: each attempt makes a new code, so its message is a new version with an ID of its own
+(``code_message_id``).
 
 ``plan`` holds the decisions (expired, cancelled, or the message and the writes that mark it sent) apart from the
 statements' execution, which ``deliver`` does through a SQLAlchemy session, and ``pg_delivery`` in two round trips
@@ -139,6 +141,7 @@ def plan(row: Any, outbox_id: int, clock: Clock, *, postgresql: bool) -> Plan:
     context = dict(row.context)
     sent = {"oid": outbox_id, "at": now}
     writes: list[Write]
+    message_id = row.message_id
     if row.email_otp_id is None:
         writes = [(_MARK_SENT, sent)]
         if postgresql:
@@ -157,8 +160,21 @@ def plan(row: Any, outbox_id: int, clock: Clock, *, postgresql: bool) -> Plan:
             writes = [(_MARK_SENT_WITH_CODE, sent | made)]  # one statement, one round trip fewer
         else:
             writes = [(_CODE_MADE, sent | made), (_MARK_SENT, sent)]
-    message = compose(row.template, context, row.to_address, row.message_id, clock)
+        message_id = code_message_id(row.message_id)
+    message = compose(row.template, context, row.to_address, message_id, clock)
     return Plan(Delivery.SENT, message, writes)
+
+
+def code_message_id(message_id: str) -> str:
+    """The Message-ID of one email code's message: the row's, marked with a version of its own before the ``@``.
+
+    RFC 5322 3.6.4 gives a Message-ID to one version of a message, and each attempt of an email-code row makes a new
+    code (only the newest verifies). Under the row's one Message-ID, a receiver that drops copies by Message-ID
+    would keep an earlier attempt's message, accepted by the relay although its reply was lost, whose code no longer
+    verifies. The same message sent again (the SMTP backend's resend over a fresh connection) keeps its code and
+    its ID. The row's Message-ID stays the part before the mark, for finding the row from a bounce."""
+    local, _, domain = message_id.strip("<>").rpartition("@")
+    return f"<{local}.{secrets.token_hex(4)}@{domain}>"
 
 
 def deliver(session: Session, outbox_id: int, backend: MailBackend, clock: Clock = SYSTEM_CLOCK) -> Delivery:

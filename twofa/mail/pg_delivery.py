@@ -18,8 +18,8 @@ process and of the worker's for every email (the figures are in the closing note
   value the row stores, never the code.
 - The writes are made into SQL before the message leaves, so a fault in them cannot follow a sent message. A
   failure of the final query itself (the connection lost) after the send is logged: the row stays queued, and the
-  outbox sweeper has it sent again (an email code with a new code) under the same Message-ID, as after a worker
-  killed between the SMTP server's acceptance and the commit.
+  outbox sweeper has it sent again, as after a worker killed between the SMTP server's acceptance and the commit:
+  under the same Message-ID, or for an email code with a new code under a new one (``delivery.code_message_id``).
 """
 
 from __future__ import annotations
