@@ -214,6 +214,21 @@ def worker_throughput(
     return Saturation(len(users), last - started, published - started)
 
 
+def bare_throughput(client: Celery, smtp: SmtpSide, count: int) -> Saturation:
+    """``bench.bare_otp`` (an email code without a database) ``count`` times, published back to back on the otp
+    queue; from the first publish to the last SMTP acceptance."""
+    tag = secrets.token_hex(3)
+    addresses = [f"bare-{tag}-{i}@example.com" for i in range(count)]
+    base = smtp.count()
+    started = time.monotonic()
+    for address in addresses:
+        client.send_task("bench.bare_otp", args=[address], queue="otp")
+    published = time.monotonic()
+    wait_arrivals(smtp, base, count, timeout=60 + count / 5)
+    last = max(arrivals_by_address(smtp, base, set(addresses)).values())
+    return Saturation(count, last - started, published - started)
+
+
 @dataclass
 class Latency:
     rate: float
@@ -421,6 +436,11 @@ def task_runtimes(log: str) -> dict[str, list[float]]:
     for name, seconds in TASK_LINE.findall(log):
         found.setdefault(name, []).append(float(seconds) * 1000)
     return found
+
+
+def spread(ratios: list[float]) -> str:
+    """Round ratios as "min-max, median m"."""
+    return f"{min(ratios):.2f}-{max(ratios):.2f}, median {statistics.median(ratios):.2f}"
 
 
 def summary_ms(values: list[float]) -> str:
@@ -680,9 +700,15 @@ def run(b: Run) -> None:
 
     # 7. One SMTP connection per message against one reused connection: the worker's part alone, as in phase 3 (the
     # API's side would hide what the connection costs the worker), a fresh worker each time, in alternating rounds.
+    # Each worker also runs the issue's reference point, a bare OTP task without a database (bench.bare_otp), so
+    # that the connection's share of a delivery shows with and without the row's claim, lock and mark.
     totals = {False: Totals(), True: Totals()}
+    bare = {False: Totals(), True: Totals()}
+    round_ratios: list[float] = []
+    bare_round_ratios: list[float] = []
     for i in range(a.rounds):
         this_round: dict[bool, float] = {}
+        bare_round: dict[bool, float] = {}
         elsewhere: dict[bool, float] = {}  # cores other jobs or the hypervisor took during the measurement
         for reuse in (False, True) if i % 2 == 0 else (True, False):
             w = b.worker(
@@ -697,27 +723,47 @@ def run(b: Run) -> None:
             settle()
             with b.meter() as meter:
                 sat = worker_throughput(b.smtp, users, held, b.dispatcher)
+            settle()
+            with b.meter() as bare_meter:
+                bare_sat = bare_throughput(b.client, b.smtp, a.reuse_users // a.rounds)
             b.stop(w)
             totals[reuse].add(sat.requests, sat.seconds, sat.issue_seconds, meter.used)
+            bare[reuse].add(bare_sat.requests, bare_sat.seconds, bare_sat.issue_seconds, bare_meter.used)
             this_round[reuse] = sat.tps
+            bare_round[reuse] = bare_sat.tps
             elsewhere[reuse] = (meter.used["other"] + meter.used["steal"]) / sat.seconds
         # Rounds of one run have read from 0.85x to 2.35x. Say how busy the rest of the host was, so that a round
         # that other jobs or the hypervisor disturbed shows as such (most such swings came with none).
         taken = max(elsewhere.values())
+        round_ratios.append(this_round[True] / this_round[False])
+        bare_round_ratios.append(bare_round[True] / bare_round[False])
         say(
             f"round {i + 1}: per message {this_round[False]:.0f}/s, reused {this_round[True]:.0f}/s "
-            f"({this_round[True] / this_round[False]:.2f}x); other jobs and steal up to {taken:.2f} cores"
+            f"({round_ratios[-1]:.2f}x; bare task {bare_round[False]:.0f}/s, {bare_round[True]:.0f}/s, "
+            f"{bare_round_ratios[-1]:.2f}x); other jobs and steal up to {taken:.2f} cores"
             + (" (disturbed)" if taken > 0.1 * (os.cpu_count() or 1) else "")
         )
     for reuse, t in totals.items():
         say(f"SMTP connection {'reused' if reuse else 'per message'}: {t.count} OTPs, {t.tps:.0f} OTP/s")
         cpu_report(b, "reuse" if reuse else "per_message", t.rounded_cpu(), t.seconds, t.count)
+    for reuse, t in bare.items():
+        say(f"bare task, SMTP connection {'reused' if reuse else 'per message'}: {t.count} codes, {t.tps:.0f}/s")
+        cpu_report(b, "bare_reuse" if reuse else "bare_per_message", t.rounded_cpu(), t.seconds, t.count)
     reuse_ratio = totals[True].tps / totals[False].tps
-    say(f"reused / per message: {reuse_ratio:.2f}x")
+    bare_ratio = bare[True].tps / bare[False].tps
+    say(
+        f"reused / per message: {reuse_ratio:.2f}x (rounds {spread(round_ratios)}); the bare task without a database "
+        f"{bare_ratio:.2f}x (rounds {spread(bare_round_ratios)})"
+    )
     b.results.update(
         reuse_tps=round(totals[True].tps, 1),
         per_message_tps=round(totals[False].tps, 1),
         reuse_ratio=round(reuse_ratio, 3),
+        reuse_round_ratios=[round(x, 3) for x in round_ratios],
+        bare_reuse_tps=round(bare[True].tps, 1),
+        bare_per_message_tps=round(bare[False].tps, 1),
+        bare_reuse_ratio=round(bare_ratio, 3),
+        bare_reuse_round_ratios=[round(x, 3) for x in bare_round_ratios],
     )
 
     # 7b. The same with STARTTLS, as relays require: what a connection per message costs once it has a handshake.
