@@ -70,7 +70,8 @@ def bare_otp(to: str) -> None:
     """An email code without a database: made, put in the product's message and sent over this process's SMTP
     backend (its connection reused or not, as the worker is set). The issue's reference point ("a bare OTP task
     without a database"); the product's task adds the row's claim, its lock, and the mark with the code's hash."""
-    context = {"email": to, "issuer": get_settings().issuer, "purpose": "login", "code": new_email_code()}
+    # The context email_otp.issue stores with the row, and what delivery.plan adds to it.
+    context: dict[str, object] = {"email": to, "issuer": get_settings().issuer, "purpose": "login"}
+    context |= {"code": new_email_code(), "expires_in_minutes": 5}
     message_id = code_message_id(outbox.new_message_id())
-    message = compose(Template.EMAIL_CODE, context | {"expires_in_minutes": 5}, to, message_id, SYSTEM_CLOCK)
-    mail_backend().send(message)
+    mail_backend().send(compose(Template.EMAIL_CODE, context, to, message_id, SYSTEM_CLOCK))

@@ -203,7 +203,9 @@ def _jsonable(value: Any) -> Any:
 
 
 # Statement parameters stay out of SQLAlchemy's errors and its SQL log: they include password and code hashes,
-# encrypted seeds and session-token digests, and an error's text ends up in a worker's or the API's log.
+# encrypted seeds and session-token digests, and an error's text ends up in a worker's or the API's log. It covers
+# SQLAlchemy's text only: the server's own DETAIL lines (a duplicate key's value), and psycopg's errors on
+# pg_delivery's path, whose values are in the query text, are the driver's.
 HIDE_PARAMETERS = True
 
 

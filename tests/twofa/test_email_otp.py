@@ -25,7 +25,7 @@ from twofa.errors import (
 )
 from twofa.mail.attempts import attempt
 from twofa.mail.backends import MemoryBackend, TransientMailError
-from twofa.mail.delivery import record_failure
+from twofa.mail.delivery import code_message_id, record_failure
 from twofa.mail.sync import deliver_queued
 from twofa.models import EmailOtp, OutboxMessage
 from twofa.models.accounts import User
@@ -352,3 +352,11 @@ def code_of(message: Message) -> str:
     found = re.search(r"\b(\d{6})\b", text_of(message))
     assert found, "no code in the message"
     return found.group(1)
+
+
+def test_a_code_message_id_marks_the_rows_before_the_at() -> None:
+    marked = code_message_id("<abc.def@wevion.ai>")
+    assert re.fullmatch(r"<abc\.def\.[0-9a-f]{8}@wevion\.ai>", marked)
+    assert marked != code_message_id("<abc.def@wevion.ai>")
+    with pytest.raises(ValueError, match="not a Message-ID"):
+        code_message_id("<no-domain>")

@@ -204,7 +204,7 @@ def test_data_accepted_after_every_recipient_was_refused_ends_with_no_message() 
 def test_a_connection_lost_before_the_reply_sends_the_same_message_again_at_once() -> None:
     """The server may have accepted the message before the connection dropped: the same message goes again on a new
     connection (for an email code, the same code and Message-ID), not a later retry of the row, which would make a
-    new code under the same Message-ID."""
+    new code, in a new message (``delivery.code_message_id``)."""
     bodies: list[list[bytes]] = []
 
     def drops_the_first_reply(conn: socket.socket, lines: BinaryIO) -> None:

@@ -172,8 +172,10 @@ def code_message_id(message_id: str) -> str:
     code (only the newest verifies). Under the row's one Message-ID, a receiver that drops copies by Message-ID
     would keep an earlier attempt's message, accepted by the relay although its reply was lost, whose code no longer
     verifies. The same message sent again (the SMTP backend's resend over a fresh connection) keeps its code and
-    its ID. The row's Message-ID stays the part before the mark, for finding the row from a bounce."""
-    local, _, domain = message_id.strip("<>").rpartition("@")
+    its ID. The sent ID still names the row: it is the row's with the mark before the ``@``."""
+    local, at, domain = message_id.strip("<>").rpartition("@")
+    if not at:
+        raise ValueError(f"not a Message-ID: {message_id!r}")
     return f"<{local}.{secrets.token_hex(4)}@{domain}>"
 
 

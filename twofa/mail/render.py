@@ -76,7 +76,8 @@ def build_message(
     attachments: list[tuple[str, str, bytes]] | None = None,
     clock: Clock = SYSTEM_CLOCK,
 ) -> Message:
-    """A text + HTML message. ``message_id`` is stored with the outbox row, so a retry carries the same one.
+    """A text + HTML message. ``message_id`` is stored with the outbox row, so a retry carries the same one (but an
+    email code's, which ``delivery.code_message_id`` makes anew with each attempt's new code).
 
     Built with ``email.mime`` (the compat32 policy): the header registry of ``EmailMessage`` costs about 1.5 ms a
     message, more than rendering, and bulk mail is sent by the thousand.

@@ -42,7 +42,8 @@ class OutboxMessage(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    message_id: Mapped[str] = mapped_column(String(200), unique=True)  # stable across retries
+    # Stable across retries; an email code's message adds a mark of its own per attempt (delivery.code_message_id).
+    message_id: Mapped[str] = mapped_column(String(200), unique=True)
     # A caller-chosen key that makes a message unique (e.g. one reminder per member and stage).
     dedupe_key: Mapped[str | None] = mapped_column(String(200), unique=True)
 
