@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     smtp_ca_file: Path | None = None  # a private CA to trust for STARTTLS (default: the system's)
     smtp_timeout: float = 10.0
+    # The name this host gives in EHLO. Unset: smtplib's choice (this host's FQDN, or its address), looked up once.
+    smtp_ehlo_name: str | None = None
     # One connection per worker process, reused across messages. Off: a connection per message (for comparison).
     smtp_reuse_connection: bool = True
 

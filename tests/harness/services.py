@@ -128,6 +128,7 @@ class ScriptedHandler:
         self.received: list[Received] = []
         self.attempts = 0
         self.message_ids: list[str] = []  # of every DATA, accepted or not
+        self.ehlo_names: list[str] = []  # what each EHLO gave
         self.release = threading.Event()
         self.holding = threading.Event()
         self.dropped = threading.Event()  # the client went away while its DATA was held
@@ -146,6 +147,8 @@ class ScriptedHandler:
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname
+        with self.lock:
+            self.ehlo_names.append(hostname)
         return [*responses[:-1], "250-PIPELINING", responses[-1]] if self.pipelining else responses
 
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:

@@ -239,3 +239,32 @@ def test_some_recipients_refused_are_returned_and_the_others_served() -> None:
         smtp.stop()
     assert refused == {"c@example.com": (550, b"5.1.1 no such user")}
     assert [r.recipients for r in smtp.received] == [["b@example.com"], ["f@example.com"]]
+
+
+def test_the_ehlo_name_is_looked_up_once_per_backend_or_taken_from_the_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """smtplib looks the name up (a reverse DNS query where /etc/hosts does not answer) for every connection it is
+    not given one: with a connection per message, or a reconnection on the clock of an email code, that can cost
+    seconds where DNS is slow."""
+    lookups: list[str] = []
+    getfqdn = socket.getfqdn
+
+    def counted(name: str = "") -> str:
+        if threading.current_thread() is threading.main_thread():  # the client's, not the server's (aiosmtpd's)
+            lookups.append(name)
+        return getfqdn(name)
+
+    monkeypatch.setattr(socket, "getfqdn", counted)
+    smtp = SmtpServer()
+    settings = Settings(smtp_host="127.0.0.1", smtp_port=smtp.port, smtp_timeout=5, smtp_reuse_connection=False)
+    try:
+        backend = SmtpBackend(settings)
+        for i in range(3):
+            backend.send(message(i))  # three connections
+        assert len(lookups) == 1 and len(smtp.handler.ehlo_names) == 3 and len(set(smtp.handler.ehlo_names)) == 1
+        named = SmtpBackend(settings.model_copy(update={"smtp_ehlo_name": "mx1.wevion.example"}))
+        named.send(message(3))
+    finally:
+        smtp.stop()
+    assert len(lookups) == 1 and smtp.handler.ehlo_names[-1] == "mx1.wevion.example"

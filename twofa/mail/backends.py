@@ -79,6 +79,10 @@ class SmtpBackend:
         self._conn: PipeliningSMTP | None = None
         self._lock = threading.Lock()
         self._tls: ssl.SSLContext | None = None
+        # The name given in EHLO: smtplib looks one up (socket.getfqdn, a reverse lookup where /etc/hosts does not
+        # answer) for every connection not given one, which takes seconds where DNS is slow (Django's email backend
+        # caches it for that reason). Taken from the first connection and given to the next ones.
+        self._ehlo_name = settings.smtp_ehlo_name
 
     def _tls_context(self) -> ssl.SSLContext:
         """Made once per backend: building one loads the trusted certificates, about 15 ms of CPU, which every
@@ -89,7 +93,8 @@ class SmtpBackend:
 
     def _connect(self) -> PipeliningSMTP:
         s = self.settings
-        conn = PipeliningSMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout)
+        conn = PipeliningSMTP(s.smtp_host, s.smtp_port, local_hostname=self._ehlo_name, timeout=s.smtp_timeout)
+        self._ehlo_name = conn.local_hostname
         if s.smtp_starttls:
             conn.starttls(context=self._tls_context())
         if s.smtp_user:
