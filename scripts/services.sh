@@ -16,7 +16,7 @@ if ! pg_up; then
     done
     for _ in $(seq 1 30); do pg_up && break; sleep 1; done
   fi
-  pg_up || { echo "services: PostgreSQL is not running on $PGHOST:$PGPORT and could not be started (install postgresql, or set TWOFA_TEST_PG_ADMIN_URL)"; exit 1; }
+  pg_up || { echo "services: PostgreSQL is not running on $PGHOST:$PGPORT and could not be started (install postgresql, or set TWOFA_TEST_PGHOST/TWOFA_TEST_PGPORT and TWOFA_TEST_PG_ADMIN_URL)"; exit 1; }
   echo "services: started PostgreSQL"
 fi
 
