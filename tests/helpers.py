@@ -10,14 +10,13 @@ from collections.abc import Callable, Sequence
 from email.message import EmailMessage, Message
 from typing import TypeVar
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from twofa import accounts, crypto, email_otp, enrolment, totp
 from twofa.clock import FrozenClock
 from twofa.db import transaction
 from twofa.mail.backends import MemoryBackend
-from twofa.models import OutboxMessage, TotpDevice, User
+from twofa.models import TotpDevice, User
 
 PASSWORD = "correct horse battery"
 T = TypeVar("T")
@@ -68,13 +67,18 @@ def text_of(message: Message) -> str:
     return str(body.get_content())
 
 
+def code_of(message: Message) -> str:
+    """The 6-digit code in an email-code message's text."""
+    found = re.search(r"\b(\d{6})\b", text_of(message))
+    assert found, "no code in the message"
+    return found.group(1)
+
+
 def last_code(mailbox: MemoryBackend, to: str) -> str:
     """The code in the newest email-code message to ``to``."""
     for message in reversed(mailbox.sent):
         if message["To"] == to and "verification code" in str(message["Subject"]):
-            found = re.search(r"\b(\d{6})\b", text_of(message))
-            assert found, "no code in the message"
-            return found.group(1)
+            return code_of(message)
     raise AssertionError(f"no code was mailed to {to}")
 
 
@@ -111,6 +115,4 @@ def queue_code(factory: sessionmaker[Session], clock: FrozenClock, email: str = 
     """A user with an email code requested: the id of its queued outbox row (with no dispatcher installed)."""
     user = make_user(factory, email, clock=clock)
     with transaction(factory) as s:
-        otp = email_otp.issue(s, user, email_otp.ENROL, clock=clock)
-        s.flush()
-        return s.execute(select(OutboxMessage.id).where(OutboxMessage.email_otp_id == otp.id)).scalar_one()
+        return email_otp.issue(s, user, email_otp.ENROL, clock=clock).outbox_id

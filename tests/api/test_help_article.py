@@ -5,23 +5,18 @@ from __future__ import annotations
 
 import base64
 import io
-import re
 
 import zxingcpp
 from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.api.conftest import Server
-from tests.helpers import PASSWORD, enrol_totp, make_user
+from tests.helpers import PASSWORD, code_of, enrol_totp, make_user
 from twofa import totp
 
 
 def mailed_code(server: Server, to: str) -> str:
-    message = server.smtp.to(to)[-1].message
-    body = message.get_payload()[0].get_payload(decode=True).decode()  # type: ignore[index,union-attr]
-    found = re.search(r"\b(\d{6})\b", body)
-    assert found
-    return found.group(1)
+    return code_of(server.smtp.to(to)[-1].message)
 
 
 def sign_in(server: Server, email: str = "owner@acme.io") -> dict:  # type: ignore[type-arg]

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.harness.services import RedisServer, SmtpServer, Worker, wait_for
-from tests.helpers import PASSWORD, make_user
+from tests.helpers import PASSWORD, code_of, make_user
 from twofa import email_otp, enrolment, logins, outbox
 from twofa.clock import FrozenClock, SystemClock
 from twofa.db import transaction
@@ -33,11 +33,7 @@ WEB = Client(ip="127.0.0.1", user_agent="integration")
 
 
 def code_in(smtp: SmtpServer, to: str, index: int = -1) -> str:
-    received = smtp.to(to)
-    body = received[index].message.get_payload()[0].get_payload(decode=True).decode()  # type: ignore[index,union-attr]
-    found = re.search(r"\b(\d{6})\b", body)
-    assert found
-    return found.group(1)
+    return code_of(smtp.to(to)[index].message)
 
 
 def decoded(traffic: str) -> str:

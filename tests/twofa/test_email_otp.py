@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.helpers import PASSWORD, at_once, last_code, make_user, text_of
+from tests.helpers import PASSWORD, at_once, code_of, last_code, make_user
 from tests.twofa.test_login import WEB, finish
 from twofa import email_otp, enrolment, logins, outbox
 from twofa.clock import FrozenClock
@@ -349,12 +349,6 @@ def test_a_retried_code_is_a_new_message_and_a_retried_notice_the_same(
 def queued_rows(factory: sessionmaker[Session]) -> list[OutboxMessage]:
     with factory() as s:
         return list(s.execute(select(OutboxMessage).where(OutboxMessage.status == "queued")).scalars())
-
-
-def code_of(message: Message) -> str:
-    found = re.search(r"\b(\d{6})\b", text_of(message))
-    assert found, "no code in the message"
-    return found.group(1)
 
 
 def test_a_code_message_id_marks_the_rows_before_the_at() -> None:
