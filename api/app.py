@@ -8,21 +8,27 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
-import policies  # noqa: F401  (installs the policy enrolment gate in the login flow)
 from api import errors
 from api.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from api.routes import account, auth, orgs, twofa_routes
 from api.routing import close_slots
 from twofa.clock import SYSTEM_CLOCK, Clock
 from twofa.db import session_factory
+from twofa.logins import EnrolmentGate
 from twofa.settings import get_settings
 
 PREFIX = "/api/v1"
 
 
 def create_app(
-    factory: sessionmaker[Session] | None = None, clock: Clock = SYSTEM_CLOCK, limiter: Limiter | None = None
+    *,
+    gate: EnrolmentGate,
+    factory: sessionmaker[Session] | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    limiter: Limiter | None = None,
 ) -> FastAPI:
+    """The API. ``gate``: whether a user may only set up 2FA (``policies.gate.enrolment_required``), required so that
+    no server signs people in without the organisations' deadlines."""
     settings = get_settings()
 
     @asynccontextmanager
@@ -52,6 +58,7 @@ def create_app(
     )
     app.state.factory = factory or session_factory()
     app.state.clock = clock
+    app.state.gate = gate
     app.state.settings = settings
     app.state.limiter = limiter or (RedisLimiter(settings.ratelimit_url) if settings.ratelimit_url else MemoryLimiter())
     errors.install(app)

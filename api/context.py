@@ -15,6 +15,7 @@ from twofa import api_keys, sessions
 from twofa.clock import Clock
 from twofa.db import transaction
 from twofa.errors import DomainError, InvalidApiKey, InvalidSession
+from twofa.logins import EnrolmentGate
 from twofa.models import User
 from twofa.sessions import Client
 from twofa.settings import Settings
@@ -40,6 +41,11 @@ class Ctx:
     def client(self) -> Client:
         host = self.request.client.host if self.request.client else None
         return Client(ip=host, user_agent=self.request.headers.get("user-agent", "")[:512] or None)
+
+    @property
+    def gate(self) -> EnrolmentGate:
+        gate: EnrolmentGate = self.request.app.state.gate
+        return gate
 
     @property
     def token(self) -> str | None:

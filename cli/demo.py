@@ -100,6 +100,7 @@ def _story(var: Path, settings: Any) -> None:
 
     from policies import reminders
     from policies.evaluate import evaluate
+    from policies.gate import enrolment_required
     from reports.build import build, write
     from reports.week import IsoWeek
     from twofa import accounts, enrolment, logins, manage, totp
@@ -162,38 +163,38 @@ def _story(var: Path, settings: Any) -> None:
     console.rule("3. Logging in: password, then the second factor")
     clock.advance(seconds=90)
     with transaction(factory) as s:
-        challenge = logins.login_with_password(s, owner.email, PASSWORD, web, clock)
+        challenge = logins.login_with_password(s, owner.email, PASSWORD, web, gate=enrolment_required, clock=clock)
     assert isinstance(challenge, logins.SecondFactorRequired)
     code = totp.code_at(started.secret, clock.now())
     with transaction(factory) as s:
-        done = logins.complete_login(s, challenge.challenge, code, web, clock=clock)
+        done = logins.complete_login(s, challenge.challenge, code, web, gate=enrolment_required, clock=clock)
     console.print(
         f"{owner.email}: password ok, methods {challenge.methods}, TOTP {code} -> session {done.session.session_id}"
     )
     try:
         with transaction(factory) as s:
-            again = logins.login_with_password(s, owner.email, PASSWORD, web, clock)
+            again = logins.login_with_password(s, owner.email, PASSWORD, web, gate=enrolment_required, clock=clock)
             assert isinstance(again, logins.SecondFactorRequired)
         with transaction(factory) as s:
-            logins.complete_login(s, again.challenge, code, web, clock=clock)
+            logins.complete_login(s, again.challenge, code, web, gate=enrolment_required, clock=clock)
     except CodeReused as exc:
         console.print(f"the same code again is refused: [yellow]{exc.code}[/] (audited)")
 
     with transaction(factory) as s:
-        challenge = logins.login_with_password(s, finance.email, PASSWORD, web, clock)
+        challenge = logins.login_with_password(s, finance.email, PASSWORD, web, gate=enrolment_required, clock=clock)
     assert isinstance(challenge, logins.SecondFactorRequired)
     mailed = _code_from_mail(settings.mail_dir, finance.email, seen)
     with transaction(factory) as s:
-        logins.complete_login(s, challenge.challenge, mailed, web, clock=clock)
+        logins.complete_login(s, challenge.challenge, mailed, web, gate=enrolment_required, clock=clock)
     console.print(f"{finance.email}: password ok, email code {mailed} from the outbox -> signed in")
 
     console.rule("4. A lost phone: the owner signs in with a backup code")
     clock.advance(minutes=5)
     with transaction(factory) as s:
-        challenge = logins.login_with_password(s, owner.email, PASSWORD, web, clock)
+        challenge = logins.login_with_password(s, owner.email, PASSWORD, web, gate=enrolment_required, clock=clock)
     assert isinstance(challenge, logins.SecondFactorRequired)
     with transaction(factory) as s:
-        logins.complete_login(s, challenge.challenge, backup[0], web, clock=clock)
+        logins.complete_login(s, challenge.challenge, backup[0], web, gate=enrolment_required, clock=clock)
     with factory() as s:
         left = manage.status(s, owner).backup_codes_left
         sso_status = manage.status(s, sso_user)
@@ -217,7 +218,7 @@ def _story(var: Path, settings: Any) -> None:
         rerun = reminders.run(s, clock=clock)
     console.print(f"a second run at the same time sends {len(rerun.sent)} more")
     with transaction(factory) as s:
-        late = logins.login_with_password(s, users["admin"].email, PASSWORD, web, clock)
+        late = logins.login_with_password(s, users["admin"].email, PASSWORD, web, gate=enrolment_required, clock=clock)
     assert isinstance(late, logins.LoggedIn)
     console.print(f"{users['admin'].email} signs in after the deadline: enrolment required = {late.enrolment_required}")
 

@@ -25,13 +25,14 @@ def make_app() -> FastAPI:
     then is frozen out of the garbage collector's reach (``twofa.heap``): a full collection would otherwise hold up
     the requests in flight for about 100 ms."""
     from api.app import create_app
+    from policies.gate import enrolment_required
     from twofa.heap import freeze_startup_objects
     from twofa.settings import require_secret_key
     from workers.dispatch import install
 
     require_secret_key()
     install()
-    app = create_app()
+    app = create_app(gate=enrolment_required)
     freeze_startup_objects()
     return app
 

@@ -11,7 +11,6 @@ from sqlalchemy.orm import Session
 from policies.evaluate import evaluate
 from policies.models import OrgPolicy
 from policies.verdicts import Overdue
-from twofa import logins
 from twofa.models import User
 
 
@@ -32,7 +31,3 @@ def enrolment_required(session: Session, user: User, now: datetime) -> bool:
         ).scalars()
     )
     return any(org_id not in lenient for org_id in overdue)
-
-
-def install() -> None:
-    logins.install_enrolment_gate(enrolment_required)

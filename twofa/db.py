@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,20 +18,15 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
-    BindParameter,
-    ColumnElement,
     DateTime,
     Engine,
-    Insert,
     MetaData,
     Row,
-    Table,
     bindparam,
     column,
     create_engine,
     event,
     func,
-    insert,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -92,7 +87,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return process
 
 
-_engines: dict[tuple[int, str, bool], Engine] = {}
+_engines: dict[tuple[int, str], Engine] = {}
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -141,25 +136,6 @@ def _ping_when_idle(engine: Engine) -> None:
             raise DisconnectionError("a pooled connection did not answer its ping") from exc
 
 
-def insert_values(table: Table, parameters: Mapping[str, str]) -> Insert:
-    """``INSERT INTO table (columns) VALUES (:parameters)``, ``parameters`` mapping each column to the name of the
-    execution parameter that fills it: statements that share one set of parameters name them once."""
-    return insert(table).values({col: bindparam(name) for col, name in parameters.items()})
-
-
-def typed_parameters(table: Table, parameters: Mapping[str, str]) -> list[BindParameter[Any]]:
-    """The execution parameters of ``parameters`` (column: parameter name), each typed as its column of ``table``:
-    the values of an ``INSERT ... SELECT``, where nothing else gives them a type."""
-    return [bindparam(name, type_=table.c[col].type) for col, name in parameters.items()]
-
-
-def insert_where(table: Table, parameters: Mapping[str, str], condition: ColumnElement[bool]) -> Insert:
-    """``INSERT INTO table (columns) SELECT :parameters WHERE condition``: the row of ``parameters`` (column: parameter
-    name) is written only where ``condition`` holds, such as a row returned by another part of the statement."""
-    values = select(*typed_parameters(table, parameters)).where(condition)
-    return insert(table).from_select(list(parameters), values)
-
-
 def insert_rows(
     session: Session,
     model: Any,
@@ -204,17 +180,13 @@ def _jsonable(value: Any) -> Any:
 
 # Statement parameters stay out of SQLAlchemy's errors and its SQL log: they include password and code hashes,
 # encrypted seeds and session-token digests, and an error's text ends up in a worker's or the API's log. It covers
-# SQLAlchemy's text only: the server's own DETAIL lines (a duplicate key's value), and psycopg's errors on
-# pg_delivery's path, whose values are in the query text, are the driver's.
+# SQLAlchemy's text only, not the server's own DETAIL lines (a duplicate key's value).
 HIDE_PARAMETERS = True
 
 
-def make_engine(url: str, *, autocommit: bool = False) -> Engine:
-    """An engine for ``url``; with ``autocommit``, one whose connections run each statement in its own transaction
-    unless the SQL itself says BEGIN (PostgreSQL only: see ``twofa.mail.pg_delivery``)."""
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``."""
     if url.startswith("sqlite"):
-        if autocommit:
-            raise ValueError("an autocommit engine is for PostgreSQL only")
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -224,24 +196,24 @@ def make_engine(url: str, *, autocommit: bool = False) -> Engine:
         _configure_sqlite(engine)
         return engine
     # TimeZone=UTC: timestamps come back in UTC whatever the server's default (see UTCDateTime.result_processor).
-    connect_args: dict[str, Any] = {"options": "-c timezone=UTC"}
-    pool: dict[str, Any] = {"pool_size": 10, "max_overflow": 20}
-    if autocommit:  # the delivery's pool: one connection per process in use at a time; nothing psycopg prepares
-        pool = {"pool_size": 2, "max_overflow": 8, "isolation_level": "AUTOCOMMIT"}
-        connect_args["prepare_threshold"] = None
-    engine = create_engine(url, connect_args=connect_args, hide_parameters=HIDE_PARAMETERS, **pool)
+    engine = create_engine(
+        url,
+        connect_args={"options": "-c timezone=UTC"},
+        hide_parameters=HIDE_PARAMETERS,
+        pool_size=10,
+        max_overflow=20,
+    )
     _ping_when_idle(engine)
     return engine
 
 
-def get_engine(url: str | None = None, *, autocommit: bool = False) -> Engine:
-    """The engine for ``url`` (default: the configured database) in this process; ``autocommit``: its own pool of
-    autocommit connections (``make_engine``)."""
+def get_engine(url: str | None = None) -> Engine:
+    """The engine for ``url`` (default: the configured database) in this process."""
     url = url or get_settings().database_url
-    key = (os.getpid(), url, autocommit)
+    key = (os.getpid(), url)
     engine = _engines.get(key)
     if engine is None:
-        engine = _engines[key] = make_engine(url, autocommit=autocommit)
+        engine = _engines[key] = make_engine(url)
     return engine
 
 

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, cast
+from datetime import timedelta
 
-from sqlalchemy import Table, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from twofa import crypto
 from twofa.clock import SYSTEM_CLOCK, Clock
-from twofa.db import insert_values
 from twofa.errors import InvalidSession, NotFound
 from twofa.models import User, UserSession
 from twofa.settings import get_settings
@@ -38,59 +36,6 @@ class IssuedSession:
         return f"IssuedSession(session_id={self.session_id}, user_id={self.user_id}, token=<hidden>)"
 
 
-_t = cast(Table, UserSession.__table__)
-# A plain INSERT ... RETURNING: every sign-in writes one. Its parameters are named for the sign-in, so that the
-# statement can share them with the sign-in's other writes (``twofa.logins``); no name is that of a column of a table
-# the sign-in updates (the challenge, the TOTP device), as SQLAlchemy makes an UPDATE set every column its
-# parameters name.
-PARAMETERS = {  # column: parameter
-    "user_id": "uid",
-    "token_hash": "session_token_hash",
-    "created_at": "at",
-    "last_seen_at": "at",
-    "expires_at": "session_expires_at",
-    "ip": "client_ip",
-    "user_agent": "client_agent",
-    "2fa_verified": "verified",
-    "method": "method",
-    "scope": "scope",
-}
-INSERT = insert_values(_t, PARAMETERS).returning(_t.c.id)
-
-
-@dataclass(frozen=True)
-class NewSession:
-    """A session about to be written: its token (shown once) and the parameters of ``INSERT``."""
-
-    token: str
-    params: dict[str, Any]
-
-    def __repr__(self) -> str:
-        return f"NewSession(user_id={self.params['uid']}, token=<hidden>)"
-
-    def issued(self, session_id: int) -> IssuedSession:
-        p = self.params
-        return IssuedSession(self.token, session_id, p["uid"], p["verified"], p["scope"])
-
-
-def new(user_id: int, *, twofa_verified: bool, method: str, client: Client, scope: str, at: datetime) -> NewSession:
-    token = crypto.new_token()
-    return NewSession(
-        token,
-        {
-            "uid": user_id,
-            "session_token_hash": crypto.token_hash(token),
-            "at": at,
-            "session_expires_at": at + timedelta(seconds=get_settings().session_ttl),
-            "client_ip": client.ip,
-            "client_agent": (client.user_agent or "")[:512] or None,
-            "verified": twofa_verified,
-            "method": method,
-            "scope": scope,
-        },
-    )
-
-
 def issue(
     session: Session,
     user: User,
@@ -101,8 +46,23 @@ def issue(
     scope: str = "full",
     clock: Clock = SYSTEM_CLOCK,
 ) -> IssuedSession:
-    made = new(user.id, twofa_verified=twofa_verified, method=method, client=client, scope=scope, at=clock.now())
-    return made.issued(session.connection().execute(INSERT, made.params).scalar_one())
+    token = crypto.new_token()
+    now = clock.now()
+    row = UserSession(
+        user_id=user.id,
+        token_hash=crypto.token_hash(token),
+        created_at=now,
+        last_seen_at=now,
+        expires_at=now + timedelta(seconds=get_settings().session_ttl),
+        ip=client.ip,
+        user_agent=(client.user_agent or "")[:512] or None,
+        twofa_verified=twofa_verified,
+        method=method,
+        scope=scope,
+    )
+    session.add(row)
+    session.flush()
+    return IssuedSession(token, row.id, user.id, twofa_verified, scope)
 
 
 def authenticate(session: Session, token: str, clock: Clock = SYSTEM_CLOCK) -> tuple[UserSession, User]:

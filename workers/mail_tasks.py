@@ -10,8 +10,8 @@ from celery import Task
 from sqlalchemy.orm import Session
 
 from twofa.db import session_factory
-from twofa.mail.attempts import attempt
 from twofa.mail.batch import deliver_batch
+from twofa.mail.delivery import attempt
 from workers.app import app, mail_backend
 
 BASE_BACKOFF = 1.0  # seconds
@@ -57,7 +57,7 @@ def deliver_email_batch(outbox_ids: list[int]) -> dict[str, int]:
 @app.task(bind=True, name="twofa.deliver_email", max_retries=None)
 def deliver_email(self: Task[Any, Any], outbox_id: int) -> str:
     queue = (self.request.delivery_info or {}).get("routing_key") or "mail"
-    with session_factory()() as session:
+    with session_factory().begin() as session:
         status, delay = _deliver_one(session, outbox_id, self.request.retries, queue)
     if delay is not None:
         raise self.retry(countdown=delay, max_retries=None)

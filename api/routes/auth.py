@@ -42,7 +42,7 @@ def login(body: LoginRequest, ctx: CtxDep) -> LoginResponse:
     Unknown emails and wrong passwords get the same answer."""
     ctx.limit_auth(body.email)
     with ctx.unit() as s:
-        result = logins.login_with_password(s, body.email, body.password, ctx.client, ctx.clock)
+        result = logins.login_with_password(s, body.email, body.password, ctx.client, gate=ctx.gate, clock=ctx.clock)
     if isinstance(result, logins.SecondFactorRequired):
         return LoginResponse(
             status="2fa_required",
@@ -64,7 +64,10 @@ def login(body: LoginRequest, ctx: CtxDep) -> LoginResponse:
 def second_factor_login(body: SecondFactorRequest, ctx: CtxDep) -> LoginResponse:
     """Finish a login with a TOTP code, an email code or a backup code."""
     ctx.limit_auth(challenge=body.challenge)
-    done = logins.finish_login(ctx.factory, body.challenge, body.code, ctx.client, method=body.method, clock=ctx.clock)
+    with ctx.unit() as s:
+        done = logins.complete_login(
+            s, body.challenge, body.code, ctx.client, gate=ctx.gate, method=body.method, clock=ctx.clock
+        )
     return _logged_in(done)
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from api.ratelimit import MemoryLimiter
+from policies.gate import enrolment_required
 from tests.harness.services import SmtpServer, free_port, wait_for
 from twofa import outbox
 from twofa.clock import FrozenClock
@@ -39,7 +40,7 @@ def server(factory: sessionmaker[Session], clock: FrozenClock) -> Iterator[Serve
     backend = SmtpBackend(Settings(smtp_host="127.0.0.1", smtp_port=smtp.port))
     previous = outbox.install_dispatcher(SynchronousDispatcher(factory, backend, clock))
     limiter = MemoryLimiter(now=lambda: clock.now().timestamp())  # windows move with the test's clock
-    app = create_app(factory=factory, clock=clock, limiter=limiter)
+    app = create_app(gate=enrolment_required, factory=factory, clock=clock, limiter=limiter)
     port = free_port()
     uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=uv.run, daemon=True)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from api.ratelimit import RedisLimiter
+from policies.gate import enrolment_required
 from tests.harness.services import RedisServer, free_port, wait_for
 from tests.helpers import make_user
 from twofa.clock import FrozenClock
@@ -32,7 +33,7 @@ def two_servers(
     prefix = f"test-rl-{secrets.token_hex(4)}:"  # this run's keys only
     urls, servers, threads = [], [], []
     for _ in range(2):
-        app = create_app(factory=it_factory, limiter=RedisLimiter(it_redis.url, prefix=prefix))
+        app = create_app(gate=enrolment_required, factory=it_factory, limiter=RedisLimiter(it_redis.url, prefix=prefix))
         port = free_port()
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
         thread = threading.Thread(target=server.run, daemon=True)

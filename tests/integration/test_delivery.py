@@ -19,6 +19,7 @@ from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from policies.gate import enrolment_required
 from tests.harness.services import RedisServer, SmtpServer, Worker, wait_for
 from tests.helpers import PASSWORD, code_of, make_user
 from twofa import email_otp, enrolment, logins, outbox
@@ -85,12 +86,12 @@ def test_email_code_from_request_to_smtp_and_back(
         s.execute(EmailOtp.__table__.update().values(created_at=datetime.now(UTC) - timedelta(minutes=2)))
         s.commit()
     with transaction(it_factory) as s:
-        challenge = logins.login_with_password(s, user.email, PASSWORD, WEB, CLOCK)
+        challenge = logins.login_with_password(s, user.email, PASSWORD, WEB, gate=enrolment_required, clock=CLOCK)
     assert isinstance(challenge, logins.SecondFactorRequired) and challenge.email_code_sent
     arrivals(smtp, user.email, 3)
     login_code = code_in(smtp, user.email)
     with transaction(it_factory) as s:
-        done = logins.complete_login(s, challenge.challenge, login_code, WEB, clock=CLOCK)
+        done = logins.complete_login(s, challenge.challenge, login_code, WEB, gate=enrolment_required, clock=CLOCK)
     assert done.session.twofa_verified
     stop.set()
     it_redis.client.ping()  # wakes the monitor so it sees stop

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from policies import reminders
 from policies.evaluate import evaluate
+from policies.gate import enrolment_required
 from policies.rules import get_policy, set_policy
 from policies.verdicts import Compliant, Exempt, Overdue, Pending
 from tests.helpers import PASSWORD, at_once, enrol_totp, make_user
@@ -241,18 +242,20 @@ def test_after_the_deadline_login_may_only_enrol(factory: sessionmaker[Session],
     web = Client(ip="192.0.2.1", user_agent="t")
     clock.set(at(13))
     with transaction(factory) as s:
-        result = logins.login_with_password(s, user.email, PASSWORD, web, clock)
+        result = logins.login_with_password(s, user.email, PASSWORD, web, gate=enrolment_required, clock=clock)
     assert isinstance(result, logins.LoggedIn) and not result.enrolment_required
     clock.set(at(15))
     with transaction(factory) as s:
-        result = logins.login_with_password(s, user.email, PASSWORD, web, clock)
+        result = logins.login_with_password(s, user.email, PASSWORD, web, gate=enrolment_required, clock=clock)
     assert isinstance(result, logins.LoggedIn) and result.enrolment_required and result.session.scope == "enrol"
     secret, _ = enrol_totp(factory, user, clock)
     with transaction(factory) as s:
-        challenge = logins.login_with_password(s, user.email, PASSWORD, web, clock)
+        challenge = logins.login_with_password(s, user.email, PASSWORD, web, gate=enrolment_required, clock=clock)
     assert isinstance(challenge, logins.SecondFactorRequired)
     with transaction(factory) as s:
-        done = logins.complete_login(s, challenge.challenge, totp.code_at(secret, clock.now()), web, clock=clock)
+        done = logins.complete_login(
+            s, challenge.challenge, totp.code_at(secret, clock.now()), web, gate=enrolment_required, clock=clock
+        )
     assert not done.enrolment_required
     # A lenient policy only reminds.
     with transaction(factory) as s:
@@ -260,7 +263,7 @@ def test_after_the_deadline_login_may_only_enrol(factory: sessionmaker[Session],
     lenient = make_user(factory, "fin@acme.io", role="finance", clock=clock)
     clock.advance(days=30)
     with transaction(factory) as s:
-        result = logins.login_with_password(s, lenient.email, PASSWORD, web, clock)
+        result = logins.login_with_password(s, lenient.email, PASSWORD, web, gate=enrolment_required, clock=clock)
     assert isinstance(result, logins.LoggedIn) and not result.enrolment_required
 
 

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from policies.gate import enrolment_required
 from tests.helpers import PASSWORD, enrol_totp, make_user, subjects
 from tests.twofa.test_login import WEB, begin, finish
 from twofa import backup_codes, enrolment, logins, manage, totp
@@ -109,7 +110,7 @@ def test_reenabling_issues_a_fresh_set(factory: sessionmaker[Session], clock: Fr
     with pytest.raises(InvalidCode):
         finish(factory, begin(factory, user.email, clock).challenge, old[0], clock)
     with transaction(factory) as s:
-        result = logins.login_with_password(s, user.email, PASSWORD, WEB, clock)
+        result = logins.login_with_password(s, user.email, PASSWORD, WEB, gate=enrolment_required, clock=clock)
     assert isinstance(result, logins.SecondFactorRequired)
     finish(factory, result.challenge, new[0], clock)
     with transaction(factory) as s:

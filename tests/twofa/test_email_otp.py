@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import functools
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from email.message import Message
 
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from policies.gate import enrolment_required
 from tests.helpers import PASSWORD, at_once, code_of, last_code, make_user
 from tests.twofa.test_login import WEB, finish
 from twofa import email_otp, enrolment, logins, outbox
 from twofa.clock import FrozenClock
 from twofa.db import transaction
 from twofa.errors import (
+    ChallengeInvalid,
     CodeExpired,
     CodeReused,
     HourlyCapReached,
@@ -24,9 +26,8 @@ from twofa.errors import (
     ResendCooldown,
 )
 from twofa.mail import delivery
-from twofa.mail.attempts import attempt
 from twofa.mail.backends import MemoryBackend, TransientMailError
-from twofa.mail.delivery import code_message_id, record_failure
+from twofa.mail.delivery import attempt, code_message_id, record_failure
 from twofa.mail.sync import deliver_queued
 from twofa.models import EmailOtp, OutboxMessage
 from twofa.models.accounts import User
@@ -45,7 +46,7 @@ def email_user(factory: sessionmaker[Session], clock: FrozenClock, mailbox: Memo
 
 def start_login(factory: sessionmaker[Session], user: User, clock: FrozenClock) -> logins.SecondFactorRequired:
     with transaction(factory) as s:
-        result = logins.login_with_password(s, user.email, PASSWORD, WEB, clock)
+        result = logins.login_with_password(s, user.email, PASSWORD, WEB, gate=enrolment_required, clock=clock)
     assert isinstance(result, logins.SecondFactorRequired)
     return result
 
@@ -167,9 +168,9 @@ def test_resend_cooldown_and_hourly_cap(
     with pytest.raises(ResendCooldown) as info, transaction(factory) as s:
         logins.resend_login_code(s, challenge.challenge, clock)
     assert info.value.retry_after == 50
-    # A login inside the cooldown still gets its challenge, with no new code.
-    assert not start_login(factory, user, clock).email_code_sent
-    sent = 2  # the enrolment code and the first login code, within the hour
+    # A new sign-in inside the cooldown gets a code of its own: the cooldown limits resends for one sign-in.
+    assert start_login(factory, user, clock).email_code_sent
+    sent = 3  # the enrolment code and two login codes, within the hour
     with pytest.raises(HourlyCapReached):
         for _ in range(20):
             clock.advance(seconds=61)
@@ -179,6 +180,35 @@ def test_resend_cooldown_and_hourly_cap(
                     logins.resend_login_code(s, challenge.challenge, clock)
             sent += 1
     assert sent == 10
+
+
+def test_a_sign_in_right_after_turning_email_codes_on_mails_its_code(
+    factory: sessionmaker[Session], clock: FrozenClock, mailbox: MemoryBackend
+) -> None:
+    """The help article's step 6: turn email codes on, log out and back in at once. The enrolment's code, seconds
+    old, must not hold back the sign-in's."""
+    user = email_user(factory, clock, mailbox)
+    clock.advance(seconds=5)
+    challenge = start_login(factory, user, clock)
+    assert challenge.email_code_sent
+    done = finish(factory, challenge.challenge, last_code(mailbox, user.email), clock)
+    assert done.method == "email" and done.session.twofa_verified
+
+
+def test_a_code_never_outlives_its_sign_in(
+    factory: sessionmaker[Session], clock: FrozenClock, mailbox: MemoryBackend
+) -> None:
+    user = email_user(factory, clock, mailbox)
+    challenge = start_login(factory, user, clock)
+    clock.advance(seconds=get_settings().login_challenge_ttl - 60)  # a resend a minute before the sign-in ends
+    with transaction(factory) as s:
+        logins.resend_login_code(s, challenge.challenge, clock)
+    with factory() as s:
+        code = s.execute(select(EmailOtp).order_by(EmailOtp.id.desc()).limit(1)).scalar_one()
+    assert code.expires_at == challenge.expires_at == clock.now() + timedelta(seconds=60)
+    clock.advance(seconds=61)
+    with pytest.raises(ChallengeInvalid):
+        finish(factory, challenge.challenge, last_code(mailbox, user.email), clock)
 
 
 def test_a_failed_send_does_not_hold_the_user_to_the_cooldown(
@@ -248,25 +278,6 @@ def test_a_new_code_voids_the_open_ones_and_is_dispatched_after_commit(
     assert mail.message_id != old_mail.message_id and mail.message_id.startswith("<")
 
 
-def test_the_code_statements_parameters_add_no_column() -> None:
-    """SQLAlchemy makes an UPDATE set every column its execution parameters name: the parameters that the email
-    code's statements share must name none of the columns they update."""
-    at = datetime.now(UTC)
-    keys = [*email_otp._queue_code_params(1, at, "login", 2, at, "a@example.com"), "hour_ago"]
-    pg = create_engine("postgresql+psycopg://").dialect  # compiles only: never connects
-    for dialect in (pg, create_engine("sqlite://").dialect):
-        for statement in (email_otp._CANCEL, email_otp._VOID, email_otp._LOCK, email_otp._RECENT):
-            assert str(statement.compile(dialect=dialect, column_keys=keys)) == str(
-                statement.compile(dialect=dialect, column_keys=[])
-            )
-    same = str(email_otp._QUEUE_CODE.compile(dialect=pg, column_keys=keys))
-    assert same == str(email_otp._QUEUE_CODE.compile(dialect=pg, column_keys=[]))
-    # The check can fail: a key naming a column of the voided codes becomes a SET clause.
-    assert "SET purpose=%(purpose)s::VARCHAR, invalidated_at=" in str(
-        email_otp._VOID.compile(dialect=pg, column_keys=[*keys, "purpose"])
-    )
-
-
 def test_requests_for_a_code_at_once_queue_one(factory: sessionmaker[Session], clock: FrozenClock) -> None:
     """The user's row lock orders them: each later request sees the code the first committed, and waits out the
     cooldown (a read in the locking statement itself would see the rows as they were before the wait)."""
@@ -292,13 +303,14 @@ def test_an_email_user_signing_in_twice_at_once(
     factory: sessionmaker[Session], clock: FrozenClock, mailbox: MemoryBackend
 ) -> None:
     """Each sign-in inserts its challenge (whose foreign key share-locks the user row on PostgreSQL) before it locks
-    the user to issue a code: with FOR UPDATE there, two at once deadlocked. Both get a challenge, one code leaves."""
+    the user to issue a code: with FOR UPDATE there, two at once deadlocked. Each gets a challenge and a code of its
+    own; each newer code voids the older ones, so one stays open."""
     user = email_user(factory, clock, mailbox)
-    sent_before = len(mailbox.sent)
     results = at_once([functools.partial(start_login, factory, user, clock)] * 8)
-    assert all(isinstance(r, logins.SecondFactorRequired) for r in results), results
-    assert sum(r.email_code_sent for r in results if isinstance(r, logins.SecondFactorRequired)) == 1
-    assert len(mailbox.sent) == sent_before + 1
+    assert all(isinstance(r, logins.SecondFactorRequired) and r.email_code_sent for r in results), results
+    with factory() as s:
+        codes = s.execute(select(EmailOtp).where(EmailOtp.purpose == email_otp.LOGIN)).scalars().all()
+    assert len(codes) == 8 and sum(c.invalidated_at is None for c in codes) == 1
 
 
 class AcceptedReplyLost(MemoryBackend):
@@ -322,9 +334,10 @@ def test_a_retried_code_is_a_new_message_and_a_retried_notice_the_same(
         enrolment.start_email(s, user, clock)
     backend = AcceptedReplyLost()
     [code_row] = queued_rows(factory)
-    with factory() as s:
+    with factory.begin() as s:
         assert attempt(s, code_row.id, backend, retry_in=timedelta(seconds=1), clock=clock) == ("retry", True)
-        clock.advance(seconds=2)
+    clock.advance(seconds=2)
+    with factory.begin() as s:
         assert attempt(s, code_row.id, backend, retry_in=timedelta(seconds=1), clock=clock) == ("sent", False)
     first, second = backend.sent
     base, _, domain = code_row.message_id.strip("<>").rpartition("@")
@@ -339,9 +352,10 @@ def test_a_retried_code_is_a_new_message_and_a_retried_notice_the_same(
 
     [notice_row] = queued_rows(factory)  # "2FA turned on"
     backend = AcceptedReplyLost()
-    with factory() as s:
+    with factory.begin() as s:
         assert attempt(s, notice_row.id, backend, retry_in=timedelta(seconds=1), clock=clock) == ("retry", True)
-        clock.advance(seconds=2)
+    clock.advance(seconds=2)
+    with factory.begin() as s:
         assert attempt(s, notice_row.id, backend, retry_in=timedelta(seconds=1), clock=clock) == ("sent", False)
     assert [m["Message-ID"] for m in backend.sent] == [notice_row.message_id] * 2
 

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, NamedTuple
 
 import pytest
-from sqlalchemy import create_engine, event, func, select, text, update
+from sqlalchemy import event, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from policies.gate import enrolment_required
 from tests.helpers import PASSWORD, at_once, enrol_totp, make_user
-from twofa import crypto, logins, second_factor, sessions, totp
+from twofa import crypto, logins, sessions, totp
 from twofa.clock import FrozenClock
 from twofa.db import transaction
 from twofa.errors import (
@@ -35,20 +34,15 @@ WEB = Client(ip="203.0.113.7", user_agent="pytest-browser/1.0")
 
 def begin(factory: sessionmaker[Session], email: str, clock: FrozenClock) -> logins.SecondFactorRequired:
     with transaction(factory) as s:
-        result = logins.login_with_password(s, email, PASSWORD, WEB, clock)
+        result = logins.login_with_password(s, email, PASSWORD, WEB, gate=enrolment_required, clock=clock)
     assert isinstance(result, logins.SecondFactorRequired)
     return result
 
 
 def finish(factory: sessionmaker[Session], challenge: str, code: str, clock: FrozenClock) -> logins.LoggedIn:
-    """The second step as the API takes it (on PostgreSQL, an app code first without locks)."""
-    return logins.finish_login(factory, challenge, code, WEB, clock=clock)
-
-
-def finish_locked(factory: sessionmaker[Session], challenge: str, code: str, clock: FrozenClock) -> logins.LoggedIn:
-    """The second step in the caller's transaction, under the user's lock."""
+    """The second step as the API takes it: in a unit of work of its own."""
     with transaction(factory) as s:
-        return logins.complete_login(s, challenge, code, WEB, clock=clock)
+        return logins.complete_login(s, challenge, code, WEB, gate=enrolment_required, clock=clock)
 
 
 class AppSignIn(NamedTuple):
@@ -85,30 +79,6 @@ def _far_from(code: str) -> str:
     return f"{(int(code) + 500_000) % 1_000_000:06d}"
 
 
-def _replace_seed() -> Any:
-    """2FA set up again on another device: the device row's seed replaced."""
-    return update(TotpDevice).values(secret_ciphertext=crypto.encrypt(totp.new_secret()))
-
-
-@contextlib.contextmanager
-def before_statement(engine: Any, prefix: str, change: Any) -> Iterator[list[str]]:
-    """Within the block, ``change`` (a statement) is committed by another transaction just before the first
-    statement that starts with ``prefix`` runs; yields a list that then holds that statement."""
-    met: list[str] = []
-
-    def run_change(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if statement.startswith(prefix) and not met:
-            with engine.begin() as other:
-                other.execute(change)
-            met.append(statement)
-
-    event.listen(engine, "before_cursor_execute", run_change)
-    try:
-        yield met
-    finally:
-        event.remove(engine, "before_cursor_execute", run_change)
-
-
 def history(factory: sessionmaker[Session]) -> list[tuple[str, str | None, bool]]:
     with factory() as s:
         rows = s.execute(select(LoginHistory).order_by(LoginHistory.id)).scalars().all()
@@ -118,7 +88,9 @@ def history(factory: sessionmaker[Session]) -> list[tuple[str, str | None, bool]
 def test_password_only_without_2fa(factory: sessionmaker[Session], clock: FrozenClock) -> None:
     make_user(factory, clock=clock)
     with transaction(factory) as s:
-        result = logins.login_with_password(s, "Alice@Example.com ", PASSWORD, WEB, clock)
+        result = logins.login_with_password(
+            s, "Alice@Example.com ", PASSWORD, WEB, gate=enrolment_required, clock=clock
+        )
     assert isinstance(result, logins.LoggedIn) and not result.session.twofa_verified
     with factory() as s:
         statements: list[str] = []
@@ -134,7 +106,7 @@ def test_wrong_password_and_unknown_user_answer_alike(factory: sessionmaker[Sess
     errors = []
     for email, password in (("alice@example.com", "wrong password"), ("nobody@example.com", PASSWORD)):
         with pytest.raises(InvalidCredentials) as info, transaction(factory) as s:
-            logins.login_with_password(s, email, password, WEB, clock)
+            logins.login_with_password(s, email, password, WEB, gate=enrolment_required, clock=clock)
         errors.append((info.value.code, info.value.message, info.value.status))
     assert errors[0] == errors[1]
     with factory() as s:
@@ -168,24 +140,10 @@ def test_a_successful_sign_in_writes_its_session_history_and_completed_challenge
         before = s.execute(select(LoginChallenge)).scalar_one()
         kept = (before.user_id, before.token_hash, before.created_at, before.expires_at, before.ip, before.user_agent)
     clock.advance(seconds=3)
-    statements: list[str] = []
-
-    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if not statement.startswith("BEGIN"):  # SQLite's BEGIN IMMEDIATE
-            statements.append(statement.split()[0])
-
-    engine = factory.kw["bind"]
-    event.listen(engine, "before_cursor_execute", seen)
-    try:
-        with transaction(factory) as s:
-            done = logins.complete_login(s, challenge.challenge, totp.code_at(secret, clock.now()), WEB, clock=clock)
-    finally:
-        event.remove(engine, "before_cursor_execute", seen)
-    # The challenge with its lock, then the step update and the three writes: in one statement on PostgreSQL.
-    if engine.dialect.name == "postgresql":
-        assert statements == ["SELECT", "WITH"], statements
-    else:
-        assert statements == ["SELECT", "UPDATE", "UPDATE", "INSERT", "INSERT"], statements
+    with transaction(factory) as s:
+        done = logins.complete_login(
+            s, challenge.challenge, totp.code_at(secret, clock.now()), WEB, gate=enrolment_required, clock=clock
+        )
     with factory() as s:
         after = s.execute(select(LoginChallenge)).scalar_one()
         assert after.completed_at == clock.now()
@@ -215,24 +173,6 @@ def test_a_successful_sign_in_writes_its_session_history_and_completed_challenge
         assert last.twofa_verified
 
 
-def test_the_sign_in_parameters_add_no_column_to_its_statements() -> None:
-    """SQLAlchemy makes a DML statement set every column its execution parameters name: the parameters that the
-    sign-in's writes share must name none beyond those each statement sets itself."""
-    made = sessions.new(1, twofa_verified=True, method="totp", client=WEB, scope="full", at=datetime.now(UTC))
-    step = second_factor.PendingStep(device_id=3, ciphertext="sealed", step=123)
-    keys = list(logins.signed_in_params(made, 7, "alice@example.com") | step.params())
-    pg = create_engine("postgresql+psycopg://").dialect  # compiles only: never connects
-    statements = [logins._COMPLETE_CHALLENGE, sessions.INSERT, logins._HISTORY, logins._SIGNED_IN]
-    for dialect in (pg, create_engine("sqlite://").dialect):
-        for statement in [*statements, logins._SIGNED_IN_WITH_STEP, logins._SIGNED_IN_AT_ONCE]:
-            assert str(statement.compile(dialect=dialect, column_keys=keys)) == str(
-                statement.compile(dialect=dialect, column_keys=[])
-            )
-    # The check can fail: a key naming another column of the challenge becomes a SET clause.
-    bad = str(logins._SIGNED_IN.compile(dialect=pg, column_keys=[*keys, "ip"]))
-    assert "SET completed_at=%(at)s::TIMESTAMP WITH TIME ZONE, ip=" in bad
-
-
 def test_unflushed_changes_to_the_user_survive_the_sign_in(factory: sessionmaker[Session], clock: FrozenClock) -> None:
     user = make_user(factory, clock=clock)
     secret, _ = enrol_totp(factory, user, clock)
@@ -241,7 +181,9 @@ def test_unflushed_changes_to_the_user_survive_the_sign_in(factory: sessionmaker
         loaded = s.get(User, user.id)
         assert loaded is not None
         loaded.email = "alice.renamed@example.com"  # not flushed yet when the sign-in reads the user row
-        logins.complete_login(s, challenge, totp.code_at(secret, clock.now()), WEB, clock=clock)
+        logins.complete_login(
+            s, challenge, totp.code_at(secret, clock.now()), WEB, gate=enrolment_required, clock=clock
+        )
         assert loaded.email == "alice.renamed@example.com"
     with factory() as s:
         row = s.get(User, user.id)
@@ -307,58 +249,6 @@ def test_a_replayed_code_writes_nothing_and_keeps_the_failure_count(
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
-def test_a_seed_replaced_during_the_sign_in_refuses_the_code(
-    factory: sessionmaker[Session], clock: FrozenClock
-) -> None:
-    """On PostgreSQL the sign-in moves the step in its last statement, with the seed it read first as a condition:
-    a seed replaced in between (another transaction) refuses the code, and the sign-in writes nothing."""
-    _user, secret, challenge, step_before = app_sign_in(factory, clock)
-    engine = factory.kw["bind"]
-    with before_statement(engine, "WITH", _replace_seed()), pytest.raises(CodeReused):  # the last statement
-        finish_locked(factory, challenge, totp.code_at(secret, clock.now()), clock)
-    assert_nothing_written(factory, step_before)
-    assert history(factory)[-1] == ("code_reused", "totp", False)
-
-
-@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
-def test_an_app_code_signs_in_with_two_statements_and_no_transaction(
-    factory: sessionmaker[Session], clock: FrozenClock
-) -> None:
-    """The usual sign-in on PostgreSQL: the challenge read without a lock, then one statement, both in autocommit
-    (no BEGIN, no COMMIT: two round trips in all); its writes are committed when it returns."""
-    user, secret, challenge, _ = app_sign_in(factory, clock)
-    engine = factory.kw["bind"]
-    statements: list[tuple[str, bool]] = []
-    used: list[Any] = []  # the driver's connections the sign-in ran on
-
-    def seen(_conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        statements.append((statement.split()[0], cursor.connection.autocommit))
-        used.append(cursor.connection)
-
-    event.listen(engine, "before_cursor_execute", seen)
-    try:
-        done = finish(factory, challenge, totp.code_at(secret, clock.now()), clock)
-    finally:
-        event.remove(engine, "before_cursor_execute", seen)
-    assert statements == [("SELECT", True), ("WITH", True)]
-    with factory() as s:
-        row = s.get_one(UserSession, done.session.session_id)
-        assert (row.user_id, row.token_hash, row.twofa_verified, row.method, row.scope) == (
-            user.id,
-            crypto.token_hash(done.session.token),
-            True,
-            "totp",
-            "full",
-        )
-        assert s.execute(select(LoginChallenge.completed_at)).scalar_one() == clock.now()
-        assert s.execute(select(TotpDevice.last_used_step)).scalar_one() == totp.time_step(clock.now())
-    assert history(factory)[-1] == ("success", "totp", True)
-    with pytest.raises(ChallengeInvalid):  # completed
-        finish(factory, challenge, totp.code_at(secret, clock.now()), clock)
-    assert used and not any(conn.autocommit for conn in used)  # back in the pool, back to transactions
-
-
-@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_a_right_code_waits_for_wrong_codes_being_counted(factory: sessionmaker[Session], clock: FrozenClock) -> None:
     """The lockout bounds guesses sent at once: a right code read while wrong ones are being counted (their
     transaction holds the user's lock) waits for them, and is refused once they lock the account. Checked against
@@ -375,7 +265,7 @@ def test_a_right_code_waits_for_wrong_codes_being_counted(factory: sessionmaker[
     try:
         pool = ThreadPoolExecutor(1)
         right = pool.submit(finish, factory, challenge, totp.code_at(secret, clock.now()), clock)
-        _wait_for_lock_wait(engine, "WITH challenge_held", right)
+        _wait_for_lock_wait(engine, "SELECT users", right)
         counting.commit()
         with pytest.raises(TooManyAttempts):
             right.result(10)
@@ -390,8 +280,8 @@ def test_a_right_code_waits_for_wrong_codes_being_counted(factory: sessionmaker[
 def test_right_and_wrong_codes_at_once_are_judged_one_after_another(
     factory: sessionmaker[Session], clock: FrozenClock
 ) -> None:
-    """Right codes (the unlocked path first) and wrong ones (the locked path) for one account, all at once: every
-    attempt ends in an answer, none in a database error; one right code signs in, the others are replays, and each
+    """Right codes and wrong ones for one account, all at once: every attempt ends in an answer, none in a database
+    error; one right code signs in, the others are replays, and each
     wrong one is counted (fewer than the lockout threshold)."""
     user = make_user(factory, clock=clock)
     secret, _ = enrol_totp(factory, user, clock)
@@ -423,94 +313,6 @@ def _wait_for_lock_wait(engine: Any, query_start: str, also: Any) -> None:
         while conn.execute(sql, {"pattern": query_start + "%"}).scalar_one() == 0:
             assert time.monotonic() < deadline and not also.done(), also
             time.sleep(0.01)
-
-
-@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
-def test_both_paths_on_one_challenge_do_not_deadlock(factory: sessionmaker[Session], clock: FrozenClock) -> None:
-    """The unlocked path's statement and the locked path on the same challenge lock the challenge, then the user:
-    the second waits for the first, and nobody dies in a deadlock. The statement is held up after its row locks (the
-    device row is locked elsewhere) while a wrong code arrives on the same challenge."""
-    user, secret, challenge, _ = app_sign_in(factory, clock)
-    right = totp.code_at(secret, clock.now())
-    wrong = _far_from(right)
-    engine = factory.kw["bind"]
-    holder = engine.connect()
-    holder.begin()
-    holder.execute(select(TotpDevice.id).with_for_update())
-    pool = ThreadPoolExecutor(2)
-    try:
-        fast = pool.submit(finish, factory, challenge, right, clock)
-        _wait_for_lock_wait(engine, "WITH challenge_held", fast)
-        locked = pool.submit(finish_locked, factory, challenge, wrong, clock)
-        _wait_for_lock_wait(engine, "SELECT users", locked)
-        holder.rollback()
-        assert fast.result(10).method == "totp"
-        with pytest.raises(ChallengeInvalid):  # it waited for the challenge, which the first completed
-            locked.result(10)
-    finally:
-        holder.close()
-        pool.shutdown()
-    with factory() as s:
-        assert s.execute(select(func.count()).select_from(UserSession)).scalar_one() == 1
-        assert s.get_one(User, user.id).second_factor_failures == 0
-
-
-@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
-def test_a_challenge_completed_before_the_unlocked_sign_in_writes_keeps_the_code(
-    factory: sessionmaker[Session], clock: FrozenClock
-) -> None:
-    """The challenge completed between the unlocked read and the statement (another request): the statement writes
-    nothing at all; the app code is not used up, and signs in on a fresh challenge."""
-    user, secret, challenge, step_before = app_sign_in(factory, clock)
-    engine = factory.kw["bind"]
-    complete = update(LoginChallenge).values(completed_at=clock.now())
-    with before_statement(engine, "WITH challenge_held", complete), pytest.raises(ChallengeInvalid):
-        finish(factory, challenge, totp.code_at(secret, clock.now()), clock)
-    assert_nothing_written(factory, step_before, challenge_open=False)
-    done = finish(factory, begin(factory, user.email, clock).challenge, totp.code_at(secret, clock.now()), clock)
-    assert done.method == "totp"
-
-
-@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
-def test_a_seed_replaced_before_the_unlocked_sign_in_writes_leaves_it_to_the_locked_path(
-    factory: sessionmaker[Session], clock: FrozenClock
-) -> None:
-    """The seed replaced between the unlocked read and the statement (2FA set up again on another device): the
-    statement writes nothing, and the locked path judges the code against the new seed."""
-    user, secret, challenge, step_before = app_sign_in(factory, clock)
-    engine = factory.kw["bind"]
-    with before_statement(engine, "WITH", _replace_seed()) as replaced, pytest.raises(InvalidCode):
-        finish(factory, challenge, totp.code_at(secret, clock.now()), clock)
-    assert replaced and "user_held" in replaced[0]  # the unlocked path's statement met the change
-    assert_nothing_written(factory, step_before)
-    with factory() as s:
-        assert s.get_one(User, user.id).second_factor_failures == 1
-    assert history(factory)[-1] == ("bad_code", "totp", False)
-
-
-def test_a_device_read_before_it_changed_cannot_accept_a_code(
-    factory: sessionmaker[Session], clock: FrozenClock
-) -> None:
-    """The login reads the device with the challenge; if the seed changed after that read (another transaction),
-    the code checked against the old seed must not be recorded as used, nor accepted."""
-    user = make_user(factory, clock=clock)
-    secret, _ = enrol_totp(factory, user, clock)
-    with factory() as s:
-        device = s.execute(select(TotpDevice).where(TotpDevice.user_id == user.id)).scalar_one()
-        copy = second_factor.ConfirmedDevice(device.id, device.secret_ciphertext)
-        step_before = device.last_used_step  # the confirmation's
-    with transaction(factory) as s:
-        s.execute(
-            update(TotpDevice)
-            .where(TotpDevice.id == copy.id)
-            .values(secret_ciphertext=crypto.encrypt(totp.new_secret()))
-        )
-    clock.advance(seconds=30)  # a fresh step: the old seed's code is right for the copy
-    code = totp.code_at(secret, clock.now())
-    with factory() as s, pytest.raises(CodeReused):
-        second_factor.verify_totp(s, s.get_one(User, user.id), code, clock, device=copy)
-    with factory() as s:
-        assert s.get_one(TotpDevice, copy.id).last_used_step == step_before
 
 
 def test_twenty_concurrent_submissions_of_one_code(factory: sessionmaker[Session], clock: FrozenClock) -> None:
@@ -580,12 +382,16 @@ def test_a_session_holding_an_older_copy_of_the_user_judges_on_the_locked_row(
         )
         assert stale.second_factor_locked_until is None
         with pytest.raises(TooManyAttempts):
-            logins.complete_login(s, challenge, totp.code_at(secret, clock.now()), WEB, clock=clock)
+            logins.complete_login(
+                s, challenge, totp.code_at(secret, clock.now()), WEB, gate=enrolment_required, clock=clock
+            )
         assert stale.second_factor_failures == 5 and not s.dirty  # the same object, refreshed, not modified
         s.rollback()
     clock.advance(seconds=31)
     with transaction(factory) as s:  # a fresh session: the row read becomes the session's User, and is written back
-        done = logins.complete_login(s, challenge, totp.code_at(secret, clock.now()), WEB, clock=clock)
+        done = logins.complete_login(
+            s, challenge, totp.code_at(secret, clock.now()), WEB, gate=enrolment_required, clock=clock
+        )
     assert done.session.twofa_verified
     with factory() as s:
         row = s.get(User, user.id)
@@ -623,8 +429,8 @@ def test_challenges_expire_and_are_single_use(factory: sessionmaker[Session], cl
 def test_sessions_list_and_revoke(factory: sessionmaker[Session], clock: FrozenClock) -> None:
     user = make_user(factory, clock=clock)
     with transaction(factory) as s:
-        first = logins.login_with_password(s, user.email, PASSWORD, WEB, clock)
-        second = logins.login_with_password(s, user.email, PASSWORD, WEB, clock)
+        first = logins.login_with_password(s, user.email, PASSWORD, WEB, gate=enrolment_required, clock=clock)
+        second = logins.login_with_password(s, user.email, PASSWORD, WEB, gate=enrolment_required, clock=clock)
     assert isinstance(first, logins.LoggedIn) and isinstance(second, logins.LoggedIn)
     with transaction(factory) as s:
         assert len(sessions.list_active(s, user.id, clock)) == 2

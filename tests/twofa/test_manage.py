@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from policies.gate import enrolment_required
 from tests.helpers import PASSWORD, at_once, enrol_totp, last_code, make_user, subjects
 from tests.twofa.test_login import WEB, begin, finish
 from twofa import api_keys, audit, enrolment, logins, manage, throttle, totp
@@ -50,7 +51,7 @@ def test_disable_needs_password_and_a_current_code(
     assert "2fa_disabled" in events(factory)
     assert "Two-factor authentication was turned off" in subjects(mailbox, user.email)
     with transaction(factory) as s:
-        result = logins.login_with_password(s, user.email, PASSWORD, WEB, clock)
+        result = logins.login_with_password(s, user.email, PASSWORD, WEB, gate=enrolment_required, clock=clock)
     assert isinstance(result, logins.LoggedIn) and not result.session.twofa_verified
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import MetaData, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from policies.gate import enrolment_required
 from tests.helpers import PASSWORD, last_code, make_user
 from twofa import api_keys, enrolment, logins, manage, totp
 from twofa.clock import FrozenClock
@@ -53,11 +54,11 @@ def test_database_and_logs_hold_no_secret(
     secrets += codes + [c.replace("-", "") for c in codes]
     clock.advance(seconds=30)
     with transaction(factory) as s:
-        challenge = logins.login_with_password(s, alice.email, PASSWORD, WEB, clock)
+        challenge = logins.login_with_password(s, alice.email, PASSWORD, WEB, gate=enrolment_required, clock=clock)
     assert isinstance(challenge, logins.SecondFactorRequired)
     secrets.append(challenge.challenge)
     with transaction(factory) as s:
-        done = logins.complete_login(s, challenge.challenge, codes[0], WEB, clock=clock)
+        done = logins.complete_login(s, challenge.challenge, codes[0], WEB, gate=enrolment_required, clock=clock)
     secrets.append(done.session.token)
     with transaction(factory) as s:
         key = api_keys.create(s, alice, "scripts", clock)
@@ -71,11 +72,13 @@ def test_database_and_logs_hold_no_secret(
         secrets += enrolment.confirm_email(s, bob, enrol_code, clock)
     clock.advance(seconds=61)
     with transaction(factory) as s:
-        bob_challenge = logins.login_with_password(s, bob.email, PASSWORD, WEB, clock)
+        bob_challenge = logins.login_with_password(s, bob.email, PASSWORD, WEB, gate=enrolment_required, clock=clock)
     assert isinstance(bob_challenge, logins.SecondFactorRequired)
     login_code = last_code(mailbox, bob.email)
     with transaction(factory) as s:
-        bob_session = logins.complete_login(s, bob_challenge.challenge, login_code, WEB, clock=clock)
+        bob_session = logins.complete_login(
+            s, bob_challenge.challenge, login_code, WEB, gate=enrolment_required, clock=clock
+        )
     secrets += [bob_challenge.challenge, bob_session.session.token]
     with transaction(factory) as s:
         manage.disable(s, alice, PASSWORD, codes[1], clock)

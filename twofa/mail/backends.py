@@ -14,7 +14,6 @@ from email.message import Message
 from pathlib import Path
 from typing import Protocol
 
-from twofa.mail.pipelining import PipeliningSMTP
 from twofa.settings import Settings, get_settings
 
 
@@ -71,29 +70,25 @@ class FileBackend:
 
 
 class SmtpBackend:
-    """One SMTP connection, reused across messages and reopened when the server has dropped it; commands pipelined
-    where the server allows (``twofa.mail.pipelining``)."""
+    """One SMTP connection, reused across messages and reopened when the server has dropped it."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._conn: PipeliningSMTP | None = None
+        self._conn: smtplib.SMTP | None = None
         self._lock = threading.Lock()
         self._tls: ssl.SSLContext | None = None
-        # The name given in EHLO: smtplib looks one up (socket.getfqdn, a reverse lookup where /etc/hosts does not
-        # answer) for every connection not given one, which takes seconds where DNS is slow (Django's email backend
-        # caches it for that reason). Taken from the first connection and given to the next ones.
+        # smtplib looks the EHLO name up (a reverse DNS query) for every connection not given one: once is enough.
         self._ehlo_name = settings.smtp_ehlo_name
 
     def _tls_context(self) -> ssl.SSLContext:
-        """Made once per backend: building one loads the trusted certificates, about 15 ms of CPU, which every
-        reconnection (every message, without reuse) paid."""
+        """Made once per backend: building one loads every trusted certificate."""
         if self._tls is None:
             self._tls = ssl.create_default_context(cafile=self.settings.smtp_ca_file)
         return self._tls
 
-    def _connect(self) -> PipeliningSMTP:
+    def _connect(self) -> smtplib.SMTP:
         s = self.settings
-        conn = PipeliningSMTP(s.smtp_host, s.smtp_port, local_hostname=self._ehlo_name, timeout=s.smtp_timeout)
+        conn = smtplib.SMTP(s.smtp_host, s.smtp_port, local_hostname=self._ehlo_name, timeout=s.smtp_timeout)
         self._ehlo_name = conn.local_hostname
         if s.smtp_starttls:
             conn.starttls(context=self._tls_context())
@@ -109,11 +104,8 @@ class SmtpBackend:
                 try:
                     self._conn.send_message(message)
                 except smtplib.SMTPServerDisconnected:
-                    # An idle connection the server closed, or one lost before the server's reply: one fresh
-                    # connection, once. Lost after the message went out, the server may have accepted it already;
-                    # sent again, it is the same message (the same code, the same Message-ID, which lets the
-                    # receiving side drop the copy), where a later retry of the row would make a new code, and
-                    # for an email code a new message with an ID of its own.
+                    # An idle connection the server closed: one fresh connection, once. Sent again, it is the same
+                    # message (same code, same Message-ID), so a receiver can drop a copy the server had accepted.
                     self._drop()
                     self._conn = self._connect()
                     self._conn.send_message(message)

@@ -8,28 +8,25 @@ server's acceptance and the commit; the stable Message-ID lets the receiving sid
 the exception: each attempt makes a new code, so its message is a new version with an ID of its own
 (``code_message_id``).
 
-``plan`` holds the decisions (expired, cancelled, or the message and the writes that mark it sent) apart from the
-statements' execution, which ``deliver`` does through a SQLAlchemy session, and ``pg_delivery`` in two round trips
-on PostgreSQL (the worker's path there).
+Lock order, as everywhere a user's codes and their mail are touched: the user, then the code, then the outbox row
+(``email_otp.issue`` takes all three; delivery takes the last two).
 """
 
 from __future__ import annotations
 
 import enum
 import secrets
-from dataclasses import dataclass
 from datetime import timedelta
 from email.message import Message
-from typing import Any, cast
+from typing import Any, NamedTuple
 
 from jinja2 import TemplateError
-from sqlalchemy import Executable, LargeBinary, String, Table, bindparam, select, text, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from twofa import audit, crypto
 from twofa.clock import SYSTEM_CLOCK, Clock
-from twofa.db import UTCDateTime
-from twofa.mail.backends import MailBackend, PermanentMailError
+from twofa.mail.backends import MailBackend, MailError, PermanentMailError
 from twofa.mail.render import build_message
 from twofa.models import EmailOtp, OutboxMessage, OutboxStatus
 
@@ -41,9 +38,9 @@ class Delivery(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
-# Why a code's email is cancelled: a newer code for the same user voided it (``email_otp.issue`` cancels the queued
-# ones; one already claimed meets it here).
+# Why a code's email is cancelled: a newer code for the same user voided it.
 REPLACED = "a newer code replaced it"
+EXPIRED_UNSENT = "expired before it could be sent"
 
 
 def email_code_hash(otp_id: int, code: str) -> bytes:
@@ -54,149 +51,96 @@ def new_email_code() -> str:
     return f"{secrets.randbelow(1_000_000):06d}"
 
 
-_outbox = cast(Table, OutboxMessage.__table__)
-_o = _outbox.c
-_otps = cast(Table, EmailOtp.__table__)
-_e = _otps.c
-
-# Prebuilt statements: an email code is on the clock, and this path runs for every one of them. The claim reads the
-# row and its email code (if any) in one statement and locks the outbox row only.
-CLAIM = (
-    select(
-        _o.id,
-        _o.template,
-        _o.to_address,
-        _o.context,
-        _o.message_id,
-        _o.not_after,
-        _o.email_otp_id,
-        _e.expires_at.label("code_expires_at"),
-        _e.used_at.label("code_used_at"),
-        _e.invalidated_at.label("code_invalidated_at"),
-    )
-    .select_from(_outbox.outerjoin(_otps, _e.id == _o.email_otp_id))
-    .where(_o.id == bindparam("oid"), _o.status == OutboxStatus.QUEUED)
-    .with_for_update(of=_outbox, skip_locked=True)
-)
-_MARK_SENT = (
-    update(_outbox)
-    .where(_o.id == bindparam("oid"))
-    .values(
-        status=OutboxStatus.SENT,
-        sent_at=bindparam("at", type_=UTCDateTime()),
-        attempts=_o.attempts + 1,
-        last_error=None,
-    )
-)
-_END = (
-    update(_outbox)
-    .where(_o.id == bindparam("oid"))
-    .values(status=bindparam("status", type_=String()), last_error=bindparam("why", type_=String()))
-)
-_CODE_MADE = (
-    update(_otps)
-    .where(_e.id == bindparam("cid"))
-    .values(code_hash=bindparam("hash", type_=LargeBinary()), delivered_at=bindparam("at", type_=UTCDateTime()))
-)
-# PostgreSQL: both in one statement, one round trip fewer for every email code.
-_MARK_SENT_WITH_CODE = _MARK_SENT.add_cte(_CODE_MADE.cte("code_made"))
-_CODE_UNSENT = (
-    update(_otps).where(_e.id == bindparam("cid")).values(delivery_failed_at=bindparam("at", type_=UTCDateTime()))
-)
-_ASYNC_COMMIT = text("SET LOCAL synchronous_commit TO OFF")
-# Every statement ``plan`` writes with on PostgreSQL but ``_ASYNC_COMMIT`` (``pg_delivery`` prepares them).
-WRITES = (_MARK_SENT, _MARK_SENT_WITH_CODE, _END, _CODE_UNSENT)
+class Claimed(NamedTuple):
+    row: OutboxMessage
+    code: EmailOtp | None
 
 
-Write = tuple[Executable, dict[str, Any]]  # a statement and its parameters
+def claim(session: Session, outbox_id: int) -> Claimed | None:
+    """The queued row ``outbox_id`` and its email code, locked (code first, then row); None when the row is not
+    queued or another worker holds it."""
+    code_id = session.scalar(select(OutboxMessage.email_otp_id).where(OutboxMessage.id == outbox_id))
+    code = None
+    if code_id is not None:
+        code = session.scalars(
+            select(EmailOtp).where(EmailOtp.id == code_id).with_for_update().execution_options(populate_existing=True)
+        ).one_or_none()
+    row = session.scalars(
+        select(OutboxMessage)
+        .where(OutboxMessage.id == outbox_id, OutboxMessage.status == OutboxStatus.QUEUED)
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+    return None if row is None else Claimed(row, code)
 
 
-@dataclass(frozen=True)
-class Plan:
-    """What a claimed row comes to: the message to hand the backend (none for a row that ends unsent) and the
-    writes that end the row, to run after the backend accepted it, in the claim's transaction."""
-
-    outcome: Delivery
-    message: Message | None
-    writes: list[Write]
-
-
-def plan(row: Any, outbox_id: int, clock: Clock, *, postgresql: bool) -> Plan:
-    """Decide what to do with a row of ``CLAIM``'s columns (SQLAlchemy's ``Row`` or psycopg's named tuple), and make
-    its email code if it carries one: in the message, and its hash among the writes. A template that fails to render
-    is a ``PermanentMailError``."""
+def deliver(session: Session, outbox_id: int, backend: MailBackend, clock: Clock = SYSTEM_CLOCK) -> Delivery:
+    """Send outbox row ``outbox_id`` once, in the caller's transaction, which the caller commits. A ``MailError``
+    is raised with nothing written (``attempt`` records it)."""
+    claimed = claim(session, outbox_id)
+    if claimed is None:
+        return Delivery.SKIPPED
+    row, code = claimed
     now = clock.now()
-    if row.email_otp_id is not None:  # the code's own state first: an expired one is marked as never delivered
-        if row.code_invalidated_at is not None or row.code_used_at is not None:
-            return _end(outbox_id, Delivery.CANCELLED, REPLACED)
-        if now >= row.code_expires_at:
-            return _end(
-                outbox_id,
-                Delivery.EXPIRED,
-                "expired before it could be sent",
-                (_CODE_UNSENT, {"cid": row.email_otp_id, "at": now}),
-            )
+    if code is not None and (code.invalidated_at is not None or code.used_at is not None):
+        return _end(row, Delivery.CANCELLED, REPLACED)
+    if code is not None and now >= code.expires_at:
+        code.delivery_failed_at = now  # never reached the user: no cooldown, no hourly cap
+        return _end(row, Delivery.EXPIRED, EXPIRED_UNSENT)
     if row.not_after is not None and now >= row.not_after:
-        return _end(outbox_id, Delivery.EXPIRED, "expired before it could be sent")
+        return _end(row, Delivery.EXPIRED, EXPIRED_UNSENT)
     context = dict(row.context)
-    sent = {"oid": outbox_id, "at": now}
-    writes: list[Write]
     message_id = row.message_id
-    if row.email_otp_id is None:
-        writes = [(_MARK_SENT, sent)]
-        if postgresql:
-            # Bulk mail: the commit that marks the row sent need not wait for the disk. Were the database to crash
-            # and lose it, the message would be sent again with the same Message-ID. An email code keeps durable
-            # commits: lost, its stored hash would go too, and the code the user already holds would never verify.
-            writes.insert(0, (_ASYNC_COMMIT, {}))
-    else:
+    if code is not None:
         # The code exists only here, in memory, and in the email; the row keeps its keyed hash, written in the
         # transaction that marks the email sent: both or neither.
-        code = new_email_code()
-        made = {"cid": row.email_otp_id, "hash": email_code_hash(row.email_otp_id, code)}
-        context["code"] = code
-        context["expires_in_minutes"] = max(1, round((row.code_expires_at - now).total_seconds() / 60))
-        if postgresql:
-            writes = [(_MARK_SENT_WITH_CODE, sent | made)]  # one statement, one round trip fewer
-        else:
-            writes = [(_CODE_MADE, sent | made), (_MARK_SENT, sent)]
+        secret = new_email_code()
+        context["code"] = secret
+        context["expires_in_minutes"] = max(1, int((code.expires_at - code.created_at).total_seconds()) // 60)
         message_id = code_message_id(row.message_id)
-    message = compose(row.template, context, row.to_address, message_id, clock)
-    return Plan(Delivery.SENT, message, writes)
+    backend.send(compose(row.template, context, row.to_address, message_id, clock))
+    if code is not None:
+        code.code_hash = email_code_hash(code.id, secret)
+        code.delivered_at = now
+    row.status, row.sent_at, row.attempts, row.last_error = OutboxStatus.SENT, now, row.attempts + 1, None
+    session.flush()
+    return Delivery.SENT
+
+
+def _end(row: OutboxMessage, outcome: Delivery, why: str) -> Delivery:
+    row.status, row.last_error = outcome.value, why
+    return outcome
 
 
 def code_message_id(message_id: str) -> str:
-    """The Message-ID of one email code's message: the row's, marked with a version of its own before the ``@``.
+    """The Message-ID of one email code's message: the row's, with a mark of its own before the ``@``.
 
-    RFC 5322 3.6.4 gives a Message-ID to one version of a message, and each attempt of an email-code row makes a new
-    code (only the newest verifies). Under the row's one Message-ID, a receiver that drops copies by Message-ID
-    would keep an earlier attempt's message, accepted by the relay although its reply was lost, whose code no longer
-    verifies. The same message sent again (the SMTP backend's resend over a fresh connection) keeps its code and
-    its ID. The sent ID still names the row: it is the row's with the mark before the ``@``."""
+    Each attempt makes a new code (RFC 5322 3.6.4: one ID per version): under one ID, a receiver that drops copies
+    would keep an earlier attempt, accepted with its reply lost, whose code no longer verifies."""
     local, at, domain = message_id.strip("<>").rpartition("@")
     if not at:
         raise ValueError(f"not a Message-ID: {message_id!r}")
     return f"<{local}.{secrets.token_hex(4)}@{domain}>"
 
 
-def deliver(session: Session, outbox_id: int, backend: MailBackend, clock: Clock = SYSTEM_CLOCK) -> Delivery:
-    """Send outbox row ``outbox_id`` once. The caller commits; on a ``MailError`` the caller rolls back and calls
-    ``record_failure`` in a new transaction. (On PostgreSQL the worker takes ``pg_delivery``: the same, in two
-    round trips.)"""
-    conn = session.connection()
-    row = conn.execute(CLAIM, {"oid": outbox_id}).first()
-    if row is None:
-        return Delivery.SKIPPED
-    todo = plan(row, outbox_id, clock, postgresql=conn.dialect.name == "postgresql")
-    if todo.message is not None:
-        backend.send(todo.message)
-    for statement, parameters in todo.writes:
-        conn.execute(statement, parameters)
-    return todo.outcome
-
-
-def _end(outbox_id: int, outcome: Delivery, why: str, *before: Write) -> Plan:
-    return Plan(outcome, None, [*before, (_END, {"oid": outbox_id, "status": outcome.value, "why": why})])
+def attempt(
+    session: Session,
+    outbox_id: int,
+    backend: MailBackend,
+    *,
+    retry_in: timedelta,
+    give_up: bool = False,
+    clock: Clock = SYSTEM_CLOCK,
+) -> tuple[str, bool]:
+    """One delivery attempt in the caller's transaction: delivered, or the mail error recorded on the row (the row
+    is still locked by the claim). Returns the outcome (a ``Delivery`` value, "retry" or "failed") and whether to
+    try again after ``retry_in``."""
+    try:
+        return deliver(session, outbox_id, backend, clock).value, False
+    except MailError as exc:
+        permanent = give_up or isinstance(exc, PermanentMailError)
+        again = record_failure(session, outbox_id, str(exc), permanent=permanent, retry_in=retry_in, clock=clock)
+        return ("retry" if again else "failed"), again
 
 
 def compose(template: str, context: dict[str, Any], to: str, message_id: str, clock: Clock) -> Message:
@@ -232,6 +176,8 @@ def record_failure(
 
     A permanent failure, or a retry that would land past the row's validity, ends the row and is audited; an email
     code whose mail failed for good stops counting against the user's resend cooldown."""
+    code_id = session.scalar(select(OutboxMessage.email_otp_id).where(OutboxMessage.id == outbox_id))
+    otp = session.get(EmailOtp, code_id, with_for_update=True, populate_existing=True) if code_id else None
     row = session.get(OutboxMessage, outbox_id, with_for_update=True, populate_existing=True)
     if row is None or row.status not in (OutboxStatus.QUEUED, OutboxStatus.SENDING):
         return False
@@ -245,10 +191,8 @@ def record_failure(
     if permanent or too_late:
         row.status = OutboxStatus.FAILED
         row.next_attempt_at = None
-        if row.email_otp_id is not None:
-            otp = session.get(EmailOtp, row.email_otp_id)
-            if otp is not None and otp.delivered_at is None:
-                otp.delivery_failed_at = now
+        if otp is not None and otp.delivered_at is None:
+            otp.delivery_failed_at = now
         audit.record(
             session,
             audit.Event.MAIL_FAILED,
@@ -259,4 +203,5 @@ def record_failure(
         )
         return False
     row.next_attempt_at = next_at
+    session.flush()
     return True

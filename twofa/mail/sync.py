@@ -9,9 +9,8 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from twofa.clock import SYSTEM_CLOCK, Clock
-from twofa.mail.attempts import attempt
 from twofa.mail.backends import MailBackend
-from twofa.mail.delivery import Delivery
+from twofa.mail.delivery import Delivery, attempt
 from twofa.models import OutboxMessage, OutboxStatus
 from twofa.outbox import OutboxRef
 
@@ -22,7 +21,7 @@ def deliver_now(
     factory: sessionmaker[Session], outbox_id: int, backend: MailBackend, clock: Clock = SYSTEM_CLOCK
 ) -> Delivery | None:
     """Deliver one row in its own transaction; a failure is recorded on the row (None), not raised."""
-    with factory() as session:
+    with factory.begin() as session:
         status, _ = attempt(session, outbox_id, backend, retry_in=RETRY_AFTER, clock=clock)
     return None if status in ("retry", "failed") else Delivery(status)
 
