@@ -356,3 +356,39 @@ class Worker:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def api_server(env: dict[str, str], log_path: Path, workers: int = 1) -> Iterator[int]:
+    """``twofa serve`` as its own process (``workers`` server processes) on a free port; yields the port. Stops it
+    with SIGINT and checks that it exited cleanly, with no traceback in its log."""
+    port = free_port()
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--workers", str(workers)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+    def up() -> bool:
+        assert proc.poll() is None, log_path.read_text()
+        return log_path.read_text().count("Application startup complete") == workers
+
+    try:
+        wait_for(up, 60, interval=0.1, what="the server processes")
+        yield port
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:  # never leave a server behind
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+            raise
+        finally:
+            log.close()
+    assert proc.returncode == 0
+    assert "Traceback" not in log_path.read_text()

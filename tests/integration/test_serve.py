@@ -7,55 +7,22 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import os
-import signal
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness.services import ROOT, free_port, wait_for
+from tests.harness.services import api_server
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(params=[1, 2], ids=["one-process", "two-processes"])
 def served(worker_env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[int]:
-    workers: int = request.param
-    port = free_port()
-    log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--workers", str(workers)],
-        cwd=ROOT,
-        env=worker_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-    def up() -> bool:
-        assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-        return (tmp_path / "serve.log").read_text().count("Application startup complete") == workers
-
-    try:
-        wait_for(up, 60, interval=0.1, what="the server processes")
+    with api_server(worker_env, tmp_path / "serve.log", workers=request.param) as port:
         yield port
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:  # never leave a server behind
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-            raise
-        finally:
-            log.close()
-    assert proc.returncode == 0
-    assert "Traceback" not in (tmp_path / "serve.log").read_text()
 
 
 def test_answers_on_a_keep_alive_connection_come_at_once(served: int) -> None:
