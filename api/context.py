@@ -27,6 +27,7 @@ class Principal:
     session_id: int | None  # None when calling with an API key
     api_key_id: int | None
     scope: str
+    verified: bool = False  # a session that passed a second factor
 
 
 @dataclass
@@ -95,7 +96,7 @@ class Ctx:
         if row.scope != "full" and not enrol_scope:
             raise ApiError(403, "enrolment_required", "set up two-factor authentication first")
         self.limit(f"user:{owner.id}", self.settings.ratelimit_per_ip)
-        return Principal(user=owner, session_id=row.id, api_key_id=None, scope=row.scope)
+        return Principal(user=owner, session_id=row.id, api_key_id=None, scope=row.scope, verified=row.twofa_verified)
 
 
 def _refuse_after(wait: int | None) -> None:

@@ -29,15 +29,33 @@ class CodeRequest(Body):
     code: str = Field(min_length=1, max_length=64)
 
 
+Password = Field(min_length=1, max_length=1024)
+
+
 class EmailOtpRequest(Body):
     challenge: str | None = Field(
         default=None, max_length=200, description="During a login: resend the code for this challenge."
     )
+    password: str | None = Field(
+        default=None, min_length=1, max_length=1024, description="To start email codes as the second factor."
+    )
+
+
+class SetupRequest(Body):
+    password: str = Password
+    code: str | None = Field(
+        default=None, min_length=1, max_length=64, description="While 2FA is on: a current code, or a backup code"
+    )
 
 
 class DisableRequest(Body):
-    password: str = Field(min_length=1, max_length=1024)
+    password: str = Password
     code: str = Field(min_length=1, max_length=64, description="A current code, or a backup code")
+
+
+class RegenerateRequest(Body):
+    password: str = Password
+    code: str = Field(min_length=1, max_length=64, description="A current app or email code")
 
 
 class ApiKeyRequest(Body):

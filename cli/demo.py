@@ -133,20 +133,20 @@ def _story(var: Path, settings: Any) -> None:
     owner, finance = users["owner"], users["finance"]
     console.rule("1. The owner enrols an authenticator app")
     with transaction(factory) as s:
-        started = enrolment.start_totp(s, owner, clock)
+        started = enrolment.start_totp(s, owner, PASSWORD, clock=clock)
     qr_path = var / "totp-qr.png"
     qr_path.write_bytes(started.qr_png)
     console.print(f"otpauth URL: {started.otpauth_url}")
     console.print(f"QR code:     {qr_path} ({len(started.qr_png)} bytes)   secret: {started.secret}")
     code = totp.code_at(started.secret, clock.now())
     with transaction(factory) as s:
-        backup = enrolment.confirm_totp(s, owner, code, clock)
+        backup = enrolment.confirm_totp(s, owner, code, clock=clock)
     console.print(f"confirmed with code {code}; 10 backup codes shown once: {', '.join(backup)}")
 
     console.rule("2. The finance member uses email codes instead")
     requested = time.monotonic()
     with transaction(factory) as s:
-        enrolment.start_email(s, finance, clock)
+        enrolment.start_email(s, finance, PASSWORD, clock)
     with factory() as s:
         row = last_row(s)
         console.print(
@@ -157,7 +157,7 @@ def _story(var: Path, settings: Any) -> None:
     elapsed = (time.monotonic() - requested) * 1000
     console.print(f"the worker made the code, stored its hash, and mailed it: {elapsed:.0f} ms from the request")
     with transaction(factory) as s:
-        enrolment.confirm_email(s, finance, mailed, clock)
+        enrolment.confirm_email(s, finance, mailed, clock=clock)
     console.print(f"code {mailed} read from the mail in {settings.mail_dir}; email 2FA is on")
 
     console.rule("3. Logging in: password, then the second factor")

@@ -65,8 +65,8 @@ def seed(
                 accounts.add_member(s, org, user, ROLES[m % len(ROLES)].value, clock=clock)
                 on = org.sso_idp is None and rng.random() < enrolled
                 if on:
-                    started = enrolment.start_totp(s, user, clock)
-                    enrolment.confirm_totp(s, user, totp.code_at(started.secret, clock.now()), clock)
+                    started = enrolment.start_totp(s, user, PASSWORD, clock=clock)
+                    enrolment.confirm_totp(s, user, totp.code_at(started.secret, clock.now()), clock=clock)
                 s.add_all(_history(user, rng, start, on))
                 created += 1
     typer.echo(f"created {created} members in {orgs} organisation(s) (password: {PASSWORD!r})")

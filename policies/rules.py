@@ -65,6 +65,11 @@ def get_policy(session: Session, org: Organization) -> Policy:
     )
 
 
+def covers(policy: Policy, role: str) -> bool:
+    """Whether the policy requires 2FA of members in ``role``."""
+    return policy.required and role in policy.roles
+
+
 def validate(policy: Policy) -> Policy:
     known = {r.value for r in Role}
     unknown = (policy.roles | policy.totp_only_roles) - known

@@ -41,9 +41,9 @@ def make_user(
 def enrol_totp(factory: sessionmaker[Session], user: User, clock: FrozenClock) -> tuple[str, list[str]]:
     """Enrol ``user`` with TOTP; returns (secret, backup codes). Moves the clock one step past the confirmation."""
     with transaction(factory) as s:
-        started = enrolment.start_totp(s, user, clock)
+        started = enrolment.start_totp(s, user, PASSWORD, clock=clock)
     with transaction(factory) as s:
-        codes = enrolment.confirm_totp(s, user, totp.code_at(started.secret, clock.now()), clock)
+        codes = enrolment.confirm_totp(s, user, totp.code_at(started.secret, clock.now()), clock=clock)
     clock.advance(seconds=30)
     return started.secret, codes
 

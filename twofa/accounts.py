@@ -114,6 +114,17 @@ def change_role(
     return membership
 
 
+def sso_provider(session: Session, user_id: int) -> str | None:
+    """The identity provider through which the user must sign in: set when every organisation of the user uses SSO
+    (one of them, when they use several)."""
+    idps = session.execute(
+        select(Organization.sso_idp).join(Membership, Membership.org_id == Organization.id).where(
+            Membership.user_id == user_id
+        )
+    ).scalars().all()
+    return idps[0] if idps and all(idps) else None
+
+
 def is_managed_by_sso(session: Session, user_id: int) -> bool:
     """A member of any organisation that signs in through SSO has 2FA managed by that identity provider."""
     return bool(

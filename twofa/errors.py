@@ -69,6 +69,13 @@ class InvalidCredentials(DomainError):
     status = 401
 
 
+class SsoRequired(DomainError):
+    """The password was right, but every organisation of the account signs in through its identity provider."""
+
+    code = "sso_required"
+    status = 403
+
+
 class InvalidCode(DomainError):
     """The code is wrong or has expired."""
 

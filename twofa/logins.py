@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from twofa import crypto, email_otp, second_factor, sessions
-from twofa.accounts import get_user
+from twofa.accounts import get_user, sso_provider
 from twofa.clock import SYSTEM_CLOCK, Clock
 from twofa.errors import (
     ChallengeInvalid,
@@ -19,6 +19,7 @@ from twofa.errors import (
     InvalidCode,
     InvalidCredentials,
     MalformedCode,
+    SsoRequired,
     TooManyAttempts,
     recorded,
 )
@@ -39,6 +40,7 @@ class Outcome:
     CODE_REUSED = "code_reused"
     LOCKED = "locked"
     CHALLENGE_INVALID = "challenge_invalid"
+    SSO_REQUIRED = "sso_required"
 
 
 # Whether a user may only set up 2FA right now (an organisation's deadline has passed). The core does not know
@@ -126,6 +128,19 @@ def login_with_password(
             clock=clock,
         )
         raise recorded(InvalidCredentials())
+    idp = sso_provider(session, user.id)
+    if idp is not None:  # after the password check: a wrong password answers as for anyone
+        record(
+            session,
+            email=email,
+            user=user,
+            client=client,
+            outcome=Outcome.SSO_REQUIRED,
+            method="password",
+            verified=False,
+            clock=clock,
+        )
+        raise recorded(SsoRequired(f"sign in through your organisation's identity provider ({idp})"))
     if user.twofa_method is None:
         scope = _scope(session, user, gate, clock)
         issued = sessions.issue(

@@ -8,13 +8,12 @@ from datetime import datetime
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from twofa import audit, backup_codes, email_otp, second_factor
+from twofa import audit, backup_codes, email_otp, second_factor, sessions
 from twofa.accounts import is_managed_by_sso
 from twofa.clock import SYSTEM_CLOCK, Clock
-from twofa.errors import InvalidCredentials, InvalidInput, ManagedBySso, TwoFactorNotEnabled
+from twofa.errors import InvalidInput, ManagedBySso, TwoFactorNotEnabled
 from twofa.models import EmailOtp, TotpDevice, User
 from twofa.notify import Template, notify
-from twofa.passwords import verify_password
 from twofa.throttle import lock_user
 
 
@@ -51,27 +50,37 @@ def request_confirmation_code(session: Session, user: User, clock: Clock = SYSTE
     email_otp.issue(session, user, email_otp.CONFIRM, clock=clock)
 
 
-def disable(session: Session, user: User, password: str, code: str, clock: Clock = SYSTEM_CLOCK) -> None:
-    """Turn 2FA off with the password and a current code (or a backup code)."""
+def disable(
+    session: Session,
+    user: User,
+    password: str,
+    code: str,
+    *,
+    current_session: int | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> None:
+    """Turn 2FA off with the password and a current code (or a backup code). Every other session ends."""
     user = lock_user(session, user.id)
     if is_managed_by_sso(session, user.id):
         raise ManagedBySso()
     if user.twofa_method is None:
         raise TwoFactorNotEnabled()
-    if not verify_password(user.password_hash, password):
-        raise InvalidCredentials("the password is wrong")
-    method = second_factor.verify(session, user, code, clock=clock)
+    method = second_factor.confirm_person(session, user, password, code, clock=clock)
     _turn_off(session, user, clock)
+    sessions.revoke_others(session, user.id, current_session, clock=clock)
     audit.record(session, audit.Event.TWOFA_DISABLED, user_id=user.id, details={"confirmed_with": method}, clock=clock)
     notify(session, user, Template.TWOFA_DISABLED, clock=clock)
 
 
-def regenerate_backup_codes(session: Session, user: User, code: str, clock: Clock = SYSTEM_CLOCK) -> list[str]:
-    """A new set of backup codes, confirmed with a current app or email code; the old set stops working."""
+def regenerate_backup_codes(
+    session: Session, user: User, password: str, code: str, clock: Clock = SYSTEM_CLOCK
+) -> list[str]:
+    """A new set of backup codes, confirmed with the password and a current app or email code; the old set stops
+    working."""
     user = lock_user(session, user.id)
     if user.twofa_method is None:
         raise TwoFactorNotEnabled()
-    second_factor.verify(session, user, code, allow_backup=False, clock=clock)
+    second_factor.confirm_person(session, user, password, code, allow_backup=False, clock=clock)
     codes = backup_codes.generate(session, user, clock)
     audit.record(session, audit.Event.BACKUP_CODES_REGENERATED, user_id=user.id, clock=clock)
     notify(session, user, Template.BACKUP_CODES_REGENERATED, clock=clock)
@@ -86,6 +95,7 @@ def support_reset(session: Session, user: User, *, operator: str, reason: str, c
     if user.twofa_method is None:
         raise TwoFactorNotEnabled()
     _turn_off(session, user, clock)
+    sessions.revoke_others(session, user.id, None, clock=clock)
     audit.record(
         session,
         audit.Event.TWOFA_RESET_BY_SUPPORT,

@@ -12,9 +12,18 @@ from sqlalchemy.orm import Session
 
 from twofa import audit, backup_codes, crypto, email_otp, throttle, totp
 from twofa.clock import SYSTEM_CLOCK, Clock
-from twofa.errors import CodeReused, InvalidCode, MalformedCode, TwoFactorNotEnabled, recorded
+from twofa.errors import (
+    BackupCodeUsed,
+    CodeReused,
+    InvalidCode,
+    InvalidCredentials,
+    MalformedCode,
+    TwoFactorNotEnabled,
+    recorded,
+)
 from twofa.models import TotpDevice, User
 from twofa.notify import Template, notify
+from twofa.passwords import verify_password
 from twofa.settings import get_settings
 
 
@@ -95,16 +104,52 @@ def verify(
         else:
             left = backup_codes.use(session, user, code, clock)
             _tell_backup_code_used(session, user, left, clock)
-    except (MalformedCode, CodeReused):
-        raise
+    except (MalformedCode, CodeReused, BackupCodeUsed):
+        raise  # not a guess: a typo, or a replay of a code that was right
     except InvalidCode as exc:
-        failures = throttle.register_failure(session, user, clock)
-        if throttle.lockout_delay(failures) is not None and failures == get_settings().lockout_threshold:
-            notify(session, user, Template.SECOND_FACTOR_LOCKED, {"failures": failures}, clock=clock)
+        _count_failure(session, user, clock)
         recorded(exc)
         raise
     throttle.register_success(session, user)
     return chosen
+
+
+def _count_failure(session: Session, user: User, clock: Clock) -> None:
+    failures = throttle.register_failure(session, user, clock)
+    if throttle.lockout_delay(failures) is not None and failures == get_settings().lockout_threshold:
+        notify(session, user, Template.SECOND_FACTOR_LOCKED, {"failures": failures}, clock=clock)
+
+
+NOT_THE_PERSON = "the password or the code is wrong"
+
+
+def confirm_person(
+    session: Session,
+    user: User,
+    password: str,
+    code: str | None,
+    *,
+    allow_backup: bool = True,
+    clock: Clock = SYSTEM_CLOCK,
+) -> Method | None:
+    """The person, not just a session, before a change to how the account is protected: the password, and while 2FA
+    is on a current code of its factor (or, where ``allow_backup``, a backup code). ``user`` must be locked. A wrong
+    password and a wrong code answer alike, and both count towards the lockout. Returns the method that accepted
+    the code (None while 2FA is off)."""
+    throttle.check(user, clock)
+    if not verify_password(user.password_hash, password or ""):
+        _count_failure(session, user, clock)
+        raise recorded(InvalidCredentials(NOT_THE_PERSON))
+    if user.twofa_method is None:
+        return None
+    if not code:
+        raise MalformedCode("a current code from your app or email (or a backup code) is needed here")
+    try:
+        return verify(session, user, code, allow_backup=allow_backup, clock=clock)
+    except InvalidCode as exc:
+        if isinstance(exc, CodeReused | BackupCodeUsed):
+            raise
+        raise recorded(InvalidCredentials(NOT_THE_PERSON)) from None
 
 
 def _tell_backup_code_used(session: Session, user: User, left: int, clock: Clock) -> None:

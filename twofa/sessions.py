@@ -1,12 +1,13 @@
-"""Sessions: opaque bearer tokens, stored as SHA-256 hashes."""
+"""Sessions: opaque bearer tokens, stored as SHA-256 hashes. A session ends at its absolute limit
+(``session_ttl``), after ``session_idle_timeout`` unused, when revoked, and when the protection it was opened under
+changes (``revoke_others``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from twofa import crypto
@@ -76,26 +77,43 @@ def authenticate(session: Session, token: str, clock: Clock = SYSTEM_CLOCK) -> t
     if found is None:
         raise InvalidSession()
     row, user = found
-    if row.revoked_at is not None or row.expires_at <= now:
+    if not _live(row, now):
         raise InvalidSession()
     row.last_seen_at = now
     return row, user
 
 
-def list_active(session: Session, user_id: int, clock: Clock = SYSTEM_CLOCK) -> Sequence[UserSession]:
-    return (
-        session.execute(
-            select(UserSession)
-            .where(
-                UserSession.user_id == user_id,
-                UserSession.revoked_at.is_(None),
-                UserSession.expires_at > clock.now(),
-            )
-            .order_by(UserSession.created_at.desc())
-        )
-        .scalars()
-        .all()
+def _live(row: UserSession, now: datetime) -> bool:
+    idle_until = row.last_seen_at + timedelta(seconds=get_settings().session_idle_timeout)
+    return row.revoked_at is None and row.expires_at > now and idle_until > now
+
+
+def list_active(session: Session, user_id: int, clock: Clock = SYSTEM_CLOCK) -> list[UserSession]:
+    rows = session.scalars(
+        select(UserSession)
+        .where(UserSession.user_id == user_id, UserSession.revoked_at.is_(None), UserSession.expires_at > clock.now())
+        .order_by(UserSession.created_at.desc())
     )
+    return [row for row in rows if _live(row, clock.now())]
+
+
+def revoke_others(
+    session: Session,
+    user_id: int,
+    keep: int | None,
+    *,
+    password_only: bool = False,
+    clock: Clock = SYSTEM_CLOCK,
+) -> int:
+    """End every session of the user but ``keep`` (None: every one); with ``password_only``, only those opened
+    without a second factor. Returns how many ended."""
+    query = update(UserSession).where(UserSession.user_id == user_id, UserSession.revoked_at.is_(None))
+    if keep is not None:
+        query = query.where(UserSession.id != keep)
+    if password_only:
+        query = query.where(UserSession.twofa_verified.is_(False))
+    ended = session.execute(query.values(revoked_at=clock.now()).execution_options(synchronize_session=False))
+    return int(getattr(ended, "rowcount", 0))
 
 
 def revoke(session: Session, user_id: int, session_id: int, clock: Clock = SYSTEM_CLOCK) -> None:

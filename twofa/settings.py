@@ -68,6 +68,7 @@ class Settings(BaseSettings):
 
     login_challenge_ttl: int = 600
     session_ttl: int = 12 * 3600
+    session_idle_timeout: int = Field(default=30 * 60, ge=60)  # NIST SP 800-63B 7.2 (AAL2)
 
     # Second-factor lockout: after `lockout_threshold` consecutive failures the second factor is locked for
     # `lockout_base_seconds`, doubling with each further failure up to `lockout_max_seconds`.

@@ -63,6 +63,15 @@ def revoke_session(session_id: int, ctx: CtxDep) -> Done:
     return Done()
 
 
+@router.post("/auth/sessions/revoke-others", response_model=Done)
+def revoke_other_sessions(ctx: CtxDep) -> Done:
+    """Sign out everywhere else: every session of the caller but this one ends."""
+    with ctx.unit() as s:
+        principal = ctx.principal(s)
+        sessions.revoke_others(s, principal.user.id, principal.session_id, clock=ctx.clock)
+    return Done()
+
+
 def _key(row: ApiKey) -> ApiKeyInfo:
     return ApiKeyInfo(
         id=row.id,

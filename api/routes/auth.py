@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Body, Depends
 
 from api.context import Ctx, get_ctx
-from api.errors import ErrorResponse
+from api.errors import ApiError, ErrorResponse
 from api.routing import Router
 from api.schemas import Accepted, Done, EmailOtpRequest, LoginRequest, LoginResponse, SecondFactorRequest, SessionOut
 from twofa import enrolment, logins, manage, sessions
@@ -72,9 +72,11 @@ def second_factor_login(body: SecondFactorRequest, ctx: CtxDep) -> LoginResponse
 
 
 @router.post("/auth/2fa/email-otp", status_code=202, response_model=Accepted)
-def email_otp(body: EmailOtpRequest, ctx: CtxDep) -> Accepted:
-    """Queue an email code: with ``challenge``, for that login (a resend); signed in without 2FA, to start email
-    2FA; signed in with email 2FA, to confirm a disable or a backup-code regeneration."""
+def email_otp(ctx: CtxDep, body: Annotated[EmailOtpRequest | None, Body()] = None) -> Accepted:
+    """Queue an email code: with ``challenge``, for that login (a resend); signed in without 2FA, with the
+    password, to start email 2FA; signed in with email 2FA (no body needed), to confirm a change such as a disable
+    or a backup-code regeneration."""
+    body = body or EmailOtpRequest()
     ctx.limit_auth(challenge=body.challenge)
     with ctx.unit() as s:
         if body.challenge:
@@ -84,7 +86,9 @@ def email_otp(body: EmailOtpRequest, ctx: CtxDep) -> Accepted:
         if principal.user.twofa_method == "email":
             manage.request_confirmation_code(s, principal.user, ctx.clock)
         elif principal.user.twofa_method is None:
-            enrolment.start_email(s, principal.user, ctx.clock)
+            if body.password is None:
+                raise ApiError(422, "invalid_request", "password: needed to start email codes")
+            enrolment.start_email(s, principal.user, body.password, ctx.clock)
         else:
             raise TwoFactorNotEnabled("email codes are not this account's second factor")
     return Accepted()

@@ -12,7 +12,7 @@ from api.context import Ctx, Principal, get_ctx
 from api.errors import ApiError
 from api.routing import Router
 from api.schemas import CoverageResponse, PolicyResponse, PolicyUpdate
-from policies.rules import Policy, get_policy, set_policy
+from policies.rules import Policy, covers, get_policy, set_policy
 from reports import compute
 from reports.extract import members
 from twofa import accounts
@@ -38,6 +38,22 @@ def _managed_org(s: Session, principal: Principal, slug: str) -> Organization:
     return org
 
 
+def _governed_org(s: Session, ctx: Ctx, slug: str) -> tuple[Principal, Organization]:
+    """An organisation the caller may change: a full session (never an API key) of an owner or admin, signed in
+    with a second factor when the organisation's policy requires one of the caller's role."""
+    principal = ctx.principal(s)
+    org = _managed_org(s, principal, slug)
+    if not principal.verified and covers(get_policy(s, org), _role(s, org, principal)):
+        raise ApiError(403, "second_factor_required", "sign in with your second factor to change this organisation")
+    return principal, org
+
+
+def _role(s: Session, org: Organization, principal: Principal) -> str:
+    return s.execute(
+        select(Membership.role).where(Membership.org_id == org.id, Membership.user_id == principal.user.id)
+    ).scalar_one()
+
+
 def _policy(p: Policy) -> PolicyResponse:
     return PolicyResponse(
         required=p.required,
@@ -61,10 +77,9 @@ def read_policy(slug: Slug, ctx: CtxDep) -> PolicyResponse:
 
 @router.put("/orgs/{slug}/2fa-policy", response_model=PolicyResponse)
 def update_policy(slug: Slug, body: PolicyUpdate, ctx: CtxDep) -> PolicyResponse:
-    """Change the policy; only the fields sent change. Audited."""
+    """Change the policy; only the fields sent change. Audited. Needs a signed-in session, not an API key."""
     with ctx.unit() as s:
-        principal = ctx.principal(s, api_key=True)
-        org = _managed_org(s, principal, slug)
+        principal, org = _governed_org(s, ctx, slug)
         changes = body.model_dump(exclude_none=True)
         return _policy(set_policy(s, org, changes, actor=f"user:{principal.user.email}", clock=ctx.clock))
 

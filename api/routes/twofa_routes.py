@@ -8,7 +8,16 @@ from fastapi import Depends
 
 from api.context import Ctx, get_ctx
 from api.routing import Router
-from api.schemas import BackupCodesResponse, CodeRequest, DisableRequest, Done, SetupResponse, StatusResponse
+from api.schemas import (
+    BackupCodesResponse,
+    CodeRequest,
+    DisableRequest,
+    Done,
+    RegenerateRequest,
+    SetupRequest,
+    SetupResponse,
+    StatusResponse,
+)
 from policies.evaluate import evaluate
 from policies.verdicts import Overdue, Pending
 from twofa import enrolment, manage
@@ -18,11 +27,14 @@ CtxDep = Annotated[Ctx, Depends(get_ctx)]
 
 
 @router.post("/auth/2fa/setup", response_model=SetupResponse)
-def setup(ctx: CtxDep) -> SetupResponse:
-    """Start enrolling an authenticator app: the key URI, its QR code (PNG data URL) and the secret. Calling it
-    again before verifying replaces the pending secret."""
+def setup(body: SetupRequest, ctx: CtxDep) -> SetupResponse:
+    """Start enrolling an authenticator app, with the password (and, to replace email codes, a current code): the
+    key URI, its QR code (PNG data URL) and the secret. Calling it again before verifying replaces the pending
+    secret."""
+    ctx.limit_auth()
     with ctx.unit() as s:
-        started = enrolment.start_totp(s, ctx.principal(s, enrol_scope=True).user, ctx.clock)
+        user = ctx.principal(s, enrol_scope=True).user
+        started = enrolment.start_totp(s, user, body.password, body.code, ctx.clock)
     return SetupResponse(otpauth_url=started.otpauth_url, qr_code=started.qr_data_url, secret=started.secret)
 
 
@@ -31,7 +43,10 @@ def verify(body: CodeRequest, ctx: CtxDep) -> BackupCodesResponse:
     """Confirm the app with a current code: 2FA is on; the 10 backup codes are returned this once."""
     ctx.limit_auth()
     with ctx.unit() as s:
-        codes = enrolment.confirm_totp(s, ctx.principal(s, enrol_scope=True).user, body.code, ctx.clock)
+        principal = ctx.principal(s, enrol_scope=True)
+        codes = enrolment.confirm_totp(
+            s, principal.user, body.code, current_session=principal.session_id, clock=ctx.clock
+        )
     return BackupCodesResponse(backup_codes=codes)
 
 
@@ -40,25 +55,32 @@ def verify_email_otp(body: CodeRequest, ctx: CtxDep) -> BackupCodesResponse:
     """Confirm email codes as the second factor with the code just mailed; returns the backup codes once."""
     ctx.limit_auth()
     with ctx.unit() as s:
-        codes = enrolment.confirm_email(s, ctx.principal(s, enrol_scope=True).user, body.code, ctx.clock)
+        principal = ctx.principal(s, enrol_scope=True)
+        codes = enrolment.confirm_email(
+            s, principal.user, body.code, current_session=principal.session_id, clock=ctx.clock
+        )
     return BackupCodesResponse(backup_codes=codes)
 
 
 @router.post("/auth/2fa/disable", response_model=Done)
 def disable(body: DisableRequest, ctx: CtxDep) -> Done:
-    """Turn 2FA off with the password and a current code (or a backup code)."""
+    """Turn 2FA off with the password and a current code (or a backup code); every other session ends."""
     ctx.limit_auth()
     with ctx.unit() as s:
-        manage.disable(s, ctx.principal(s).user, body.password, body.code, ctx.clock)
+        principal = ctx.principal(s)
+        manage.disable(
+            s, principal.user, body.password, body.code, current_session=principal.session_id, clock=ctx.clock
+        )
     return Done()
 
 
 @router.post("/auth/2fa/backup-codes", response_model=BackupCodesResponse)
-def regenerate(body: CodeRequest, ctx: CtxDep) -> BackupCodesResponse:
-    """A new set of 10 backup codes, confirmed with a current app or email code; the old set stops working."""
+def regenerate(body: RegenerateRequest, ctx: CtxDep) -> BackupCodesResponse:
+    """A new set of 10 backup codes, confirmed with the password and a current app or email code; the old set stops
+    working."""
     ctx.limit_auth()
     with ctx.unit() as s:
-        codes = manage.regenerate_backup_codes(s, ctx.principal(s).user, body.code, ctx.clock)
+        codes = manage.regenerate_backup_codes(s, ctx.principal(s).user, body.password, body.code, ctx.clock)
     return BackupCodesResponse(backup_codes=codes)
 
 

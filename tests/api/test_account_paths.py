@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.api.conftest import Server
-from tests.api.test_help_article import sign_in
+from tests.api.test_help_article import sign_in, signed_in_with_app
 from tests.helpers import PASSWORD, enrol_totp, make_user
 from twofa import totp
 
@@ -22,11 +22,14 @@ def test_backup_codes_are_regenerated_with_a_current_code(server: Server, factor
         ]
     server.clock.advance(seconds=30)
     with server.client(token) as c:
-        wrong = c.post("/auth/2fa/backup-codes", json={"code": "000000"})
-        assert (wrong.status_code, wrong.json()["error"]["code"]) == (401, "invalid_code")
-        by_backup = c.post("/auth/2fa/backup-codes", json={"code": old_codes[0]})
+        wrong = c.post("/auth/2fa/backup-codes", json={"password": PASSWORD, "code": "000000"})
+        assert (wrong.status_code, wrong.json()["error"]["code"]) == (401, "invalid_credentials")
+        by_backup = c.post("/auth/2fa/backup-codes", json={"password": PASSWORD, "code": old_codes[0]})
         assert by_backup.status_code == 422  # a backup code cannot mint new ones
-        fresh = c.post("/auth/2fa/backup-codes", json={"code": totp.code_at(secret, server.clock.now())})
+        current = totp.code_at(secret, server.clock.now())
+        no_password = c.post("/auth/2fa/backup-codes", json={"password": "not it", "code": current})
+        assert (no_password.status_code, no_password.json()["error"]["code"]) == (401, "invalid_credentials")
+        fresh = c.post("/auth/2fa/backup-codes", json={"password": PASSWORD, "code": current})
         assert fresh.status_code == 200, fresh.text
         new_codes = fresh.json()["backup_codes"]
         assert len(new_codes) == 10 and not set(new_codes) & set(old_codes)
@@ -53,7 +56,7 @@ def test_after_the_deadline_a_sign_in_may_only_set_up_2fa(server: Server, factor
         assert (refused.status_code, refused.json()["error"]["code"]) == (403, "enrolment_required")
         status = c.get("/auth/2fa/status").json()
         assert status["required_by_policy"] is True and status["policy_status"] == "overdue"
-        setup = c.post("/auth/2fa/setup")
+        setup = c.post("/auth/2fa/setup", json={"password": PASSWORD})
         assert setup.status_code == 200
         done = c.post("/auth/2fa/verify", json={"code": totp.code_at(setup.json()["secret"], server.clock.now())})
         assert done.status_code == 200, done.text
@@ -63,9 +66,8 @@ def test_after_the_deadline_a_sign_in_may_only_set_up_2fa(server: Server, factor
 
 def test_admins_manage_the_org_policy_too(server: Server, factory: sessionmaker[Session]) -> None:
     make_user(factory, "owner@acme.io", role="owner", clock=server.clock)
-    make_user(factory, "admin@acme.io", role="admin", clock=server.clock)
+    admin = signed_in_with_app(server, factory, "admin@acme.io", "admin")
     make_user(factory, "fin@acme.io", role="finance", clock=server.clock)
-    admin = sign_in(server, "admin@acme.io")["session"]["token"]
     finance = sign_in(server, "fin@acme.io")["session"]["token"]
     with server.client(admin) as c:
         assert c.get("/orgs/acme/2fa-policy").status_code == 200

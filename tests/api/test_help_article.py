@@ -33,7 +33,7 @@ def test_the_whole_help_article(server: Server, factory: sessionmaker[Session]) 
     token = first["session"]["token"]
 
     with server.client(token) as c:
-        setup = c.post("/auth/2fa/setup").json()
+        setup = c.post("/auth/2fa/setup", json={"password": PASSWORD}).json()
         assert setup["otpauth_url"].startswith("otpauth://totp/Wevion:owner%40acme.io?secret=" + setup["secret"])
         png = base64.b64decode(setup["qr_code"].removeprefix("data:image/png;base64,"))
         assert [r.text for r in zxingcpp.read_barcodes(Image.open(io.BytesIO(png)))] == [setup["otpauth_url"]]
@@ -79,7 +79,7 @@ def test_the_whole_help_article(server: Server, factory: sessionmaker[Session]) 
             "/auth/2fa/disable", json={"password": PASSWORD, "code": totp.code_at(setup["secret"], server.clock.now())}
         )
         assert off.status_code == 200, off.text
-        assert c.post("/auth/2fa/email-otp", json={}).status_code == 202
+        assert c.post("/auth/2fa/email-otp", json={"password": PASSWORD}).status_code == 202
         on = c.post("/auth/2fa/verify-email-otp", json={"code": mailed_code(server, "owner@acme.io")})
         assert on.status_code == 200, on.text
         email_backup = on.json()["backup_codes"]
@@ -97,10 +97,10 @@ def test_the_whole_help_article(server: Server, factory: sessionmaker[Session]) 
 
     with server.client(token) as c:
         server.clock.advance(seconds=61)
-        assert c.post("/auth/2fa/email-otp", json={}).status_code == 202  # a code to confirm the disable
+        assert c.post("/auth/2fa/email-otp").status_code == 202  # a code to confirm the disable (no body needed)
         off = c.post("/auth/2fa/disable", json={"password": PASSWORD, "code": mailed_code(server, "owner@acme.io")})
         assert off.status_code == 200, off.text
-        setup2 = c.post("/auth/2fa/setup").json()
+        setup2 = c.post("/auth/2fa/setup", json={"password": PASSWORD}).json()
         assert setup2["secret"] != setup["secret"]
         fresh = c.post("/auth/2fa/verify", json={"code": totp.code_at(setup2["secret"], server.clock.now())}).json()
         assert not set(fresh["backup_codes"]) & (set(backup) | set(email_backup))
@@ -117,8 +117,16 @@ def test_the_whole_help_article(server: Server, factory: sessionmaker[Session]) 
             ("success", "email", True),
         ]
 
+        # Turning 2FA off ended every other session.
+        assert [s["current"] for s in c.get("/auth/sessions").json()] == [True]
+    server.clock.advance(seconds=30)
+    elsewhere = sign_in(server)
+    with server.client() as other_device:
+        code = totp.code_at(setup2["secret"], server.clock.now())
+        assert other_device.post("/auth/2fa/login", json={"challenge": elsewhere["challenge"], "code": code}).is_success
+    with server.client(token) as c:
         listed = c.get("/auth/sessions").json()
-        assert sum(s["current"] for s in listed) == 1
+        assert sorted(s["current"] for s in listed) == [False, True]
         other = next(s for s in listed if not s["current"])
         assert c.delete(f"/auth/sessions/{other['id']}").status_code == 200
         assert len(c.get("/auth/sessions").json()) == len(listed) - 1
@@ -202,10 +210,19 @@ def test_the_second_step_is_rate_limited_per_challenge(server: Server, factory: 
     assert signed_in.status_code == 200 and signed_in.json()["session"]["2fa_verified"] is True
 
 
+def signed_in_with_app(server: Server, factory: sessionmaker[Session], email: str, role: str) -> str:
+    """A session that passed the second factor, of a new member enrolled with an app."""
+    secret, _ = enrol_totp(factory, make_user(factory, email, role=role, clock=server.clock), server.clock)
+    with server.client() as c:
+        code = totp.code_at(secret, server.clock.now())
+        done = c.post("/auth/2fa/login", json={"challenge": sign_in(server, email)["challenge"], "code": code})
+    assert done.status_code == 200, done.text
+    return str(done.json()["session"]["token"])
+
+
 def test_org_policy_and_coverage_for_managers_only(server: Server, factory: sessionmaker[Session]) -> None:
-    make_user(factory, "owner@acme.io", role="owner", clock=server.clock)
+    owner = signed_in_with_app(server, factory, "owner@acme.io", "owner")
     make_user(factory, "m@acme.io", role="member", clock=server.clock)
-    owner = sign_in(server)["session"]["token"]
     member = sign_in(server, "m@acme.io")["session"]["token"]
     with server.client(owner) as c:
         policy = c.get("/orgs/acme/2fa-policy").json()
@@ -218,8 +235,8 @@ def test_org_policy_and_coverage_for_managers_only(server: Server, factory: sess
         assert (coverage["members"], coverage["in_scope"], coverage["enrolled"], coverage["coverage_pct"]) == (
             2,
             1,
-            0,
-            0.0,
+            1,
+            100.0,
         )
     with server.client(member) as c:
         assert c.get("/orgs/acme/2fa-policy").status_code == 404

@@ -75,12 +75,12 @@ def test_email_code_from_request_to_smtp_and_back(
     user = new_user(it_factory, "ema@example.com")
     started = time.monotonic()
     with transaction(it_factory) as s:
-        enrolment.start_email(s, user, CLOCK)
+        enrolment.start_email(s, user, PASSWORD, CLOCK)
     arrivals(smtp, user.email, 1)
     first_latency = smtp.to(user.email)[0].at - started
     enrol_code = code_in(smtp, user.email)
     with transaction(it_factory) as s:
-        enrolment.confirm_email(s, user, enrol_code, CLOCK)
+        enrolment.confirm_email(s, user, enrol_code, clock=CLOCK)
     arrivals(smtp, user.email, 2)  # "2FA is on"
     with it_factory() as s:  # skip the resend cooldown: age the enrolment code
         s.execute(EmailOtp.__table__.update().values(created_at=datetime.now(UTC) - timedelta(minutes=2)))
@@ -119,7 +119,7 @@ def test_email_codes_use_the_otp_queue_only(
 ) -> None:
     user = new_user(it_factory, "q@example.com")
     with transaction(it_factory) as s:
-        enrolment.start_email(s, user, CLOCK)
+        enrolment.start_email(s, user, PASSWORD, CLOCK)
     with it_factory() as s:
         row_id = s.execute(select(OutboxMessage.id)).scalar_one()
     assert it_redis.client.llen("otp") == 1 and it_redis.client.llen("mail") == 0
@@ -136,7 +136,7 @@ def test_worker_killed_mid_delivery_then_restarted_delivers_once(
     smtp.handler.script.append("hold")
     user = new_user(it_factory, "kill@example.com")
     with transaction(it_factory) as s:
-        enrolment.start_email(s, user, CLOCK)
+        enrolment.start_email(s, user, PASSWORD, CLOCK)
     assert smtp.handler.holding.wait(15), "the worker never reached DATA"
     worker.kill()
     assert smtp.handler.dropped.wait(10), "the SMTP server did not see the client go"
@@ -154,7 +154,7 @@ def test_worker_killed_mid_delivery_then_restarted_delivers_once(
     assert len(smtp.to(user.email)) == 1
     assert [r.status for r in rows(it_factory)] == ["sent"]
     with transaction(it_factory) as s:
-        enrolment.confirm_email(s, user, code_in(smtp, user.email), CLOCK)
+        enrolment.confirm_email(s, user, code_in(smtp, user.email), clock=CLOCK)
 
 
 def test_pool_child_killed_mid_delivery_is_redelivered_once(
@@ -163,7 +163,7 @@ def test_pool_child_killed_mid_delivery_is_redelivered_once(
     smtp.handler.script.append("hold")
     user = new_user(it_factory, "child@example.com")
     with transaction(it_factory) as s:
-        enrolment.start_email(s, user, CLOCK)
+        enrolment.start_email(s, user, PASSWORD, CLOCK)
     assert smtp.handler.holding.wait(15)
     for pid in worker.children():
         os.kill(pid, signal.SIGKILL)
@@ -186,7 +186,7 @@ def test_redis_flushed_while_rows_are_queued_then_the_sweeper_delivers(
     users = [new_user(it_factory, f"flush{i}@example.com") for i in range(3)]
     for user in users:
         with transaction(it_factory) as s:
-            enrolment.start_email(s, user, CLOCK)
+            enrolment.start_email(s, user, PASSWORD, CLOCK)
     assert it_redis.client.llen("otp") == 3
     it_redis.client.flushall()
     proc = Worker(env=worker_env, log_path=tmp_path / "w.log").start()
@@ -208,7 +208,7 @@ def test_451_twice_then_250_is_delivered_once(
     smtp.handler.script.extend(["451 4.3.0 try again later", "451 4.3.0 try again later"])
     user = new_user(it_factory, "retry@example.com")
     with transaction(it_factory) as s:
-        enrolment.start_email(s, user, CLOCK)
+        enrolment.start_email(s, user, PASSWORD, CLOCK)
     arrivals(smtp, user.email, 1, timeout=30)
     time.sleep(1)
     assert smtp.handler.attempts == 3 and len(smtp.to(user.email)) == 1
@@ -220,7 +220,7 @@ def test_451_twice_then_250_is_delivered_once(
     assert len(set(ids)) == 3 and all(i.startswith(f"<{base}.") and i.endswith(f"@{domain}>") for i in ids)
     assert smtp.to(user.email)[0].message["Message-ID"] == ids[-1]
     with transaction(it_factory) as s:
-        enrolment.confirm_email(s, user, code_in(smtp, user.email), CLOCK)
+        enrolment.confirm_email(s, user, code_in(smtp, user.email), clock=CLOCK)
 
 
 def test_550_fails_at_once_and_frees_the_user_to_ask_again(
@@ -229,7 +229,7 @@ def test_550_fails_at_once_and_frees_the_user_to_ask_again(
     smtp.handler.script.append("550 5.1.1 no such mailbox")
     user = new_user(it_factory, "bounce@example.com")
     with transaction(it_factory) as s:
-        enrolment.start_email(s, user, CLOCK)
+        enrolment.start_email(s, user, PASSWORD, CLOCK)
     wait_for(lambda: rows(it_factory)[0].status == "failed", 15, what="the row to fail")
     time.sleep(1.5)
     assert smtp.handler.attempts == 1 and smtp.received == []
@@ -237,7 +237,7 @@ def test_550_fails_at_once_and_frees_the_user_to_ask_again(
         failed = s.execute(select(AuditEvent).where(AuditEvent.event == "mail_failed")).scalar_one()
         assert "550" in failed.details["error"]
     with transaction(it_factory) as s:  # no resend cooldown for a code that never left
-        enrolment.start_email(s, user, CLOCK)
+        enrolment.start_email(s, user, PASSWORD, CLOCK)
     arrivals(smtp, user.email, 1)
 
 
@@ -257,7 +257,7 @@ def test_smtp_down_for_30_seconds(it_factory: sessionmaker[Session], smtp: SmtpS
     requested = time.monotonic()
     for user in users:
         with transaction(it_factory) as s:
-            enrolment.start_email(s, user, CLOCK)
+            enrolment.start_email(s, user, PASSWORD, CLOCK)
     time.sleep(30)
     assert all(r.status == "queued" for r in rows(it_factory))
     back = time.monotonic()
@@ -270,7 +270,7 @@ def test_smtp_down_for_30_seconds(it_factory: sessionmaker[Session], smtp: SmtpS
     assert max(r.at for r in smtp.received) - requested < 300  # within their validity
     for user in users:
         with transaction(it_factory) as s:
-            enrolment.confirm_email(s, user, code_in(smtp, user.email), CLOCK)
+            enrolment.confirm_email(s, user, code_in(smtp, user.email), clock=CLOCK)
     assert outbox is not None
 
 

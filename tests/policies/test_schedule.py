@@ -188,7 +188,7 @@ def test_disabling_2fa_gives_a_short_deadline_not_a_fresh_grace(
     secret, _ = enrol_totp(factory, user, clock)
     clock.set(at(20, 9, 30))
     with transaction(factory) as s:
-        manage.disable(s, user, PASSWORD, totp.code_at(secret, clock.now()), clock)
+        manage.disable(s, user, PASSWORD, totp.code_at(secret, clock.now()), clock=clock)
     clock.set(at(20))
     with factory() as s:
         [v] = list(evaluate(s, clock.now()))
@@ -204,7 +204,7 @@ def test_disabling_2fa_gives_a_short_deadline_not_a_fresh_grace(
     secret2, _ = enrol_totp(factory, other, clock)
     clock.advance(days=2)
     with transaction(factory) as s:
-        manage.disable(s, other, PASSWORD, totp.code_at(secret2, clock.now()), clock)
+        manage.disable(s, other, PASSWORD, totp.code_at(secret2, clock.now()), clock=clock)
     with factory() as s:
         verdict = next(v for v in evaluate(s, clock.now()) if v.email == "fin@acme.io").verdict
     assert isinstance(verdict, Pending) and verdict.deadline == clock.now() + timedelta(days=1)
@@ -221,9 +221,9 @@ def test_totp_only_roles_do_not_count_email_codes(factory: sessionmaker[Session]
     try:
         user = make_user(factory, "fin@acme.io", role="finance", clock=clock)
         with transaction(factory) as s:
-            enrolment.start_email(s, user, clock)
+            enrolment.start_email(s, user, PASSWORD, clock)
         with transaction(factory) as s:
-            enrolment.confirm_email(s, user, last_code(backend, user.email), clock)
+            enrolment.confirm_email(s, user, last_code(backend, user.email), clock=clock)
     finally:
         outbox.install_dispatcher(previous)
     with factory() as s:

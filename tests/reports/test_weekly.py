@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from reports.build import build, build_and_send, write
 from reports.week import IsoWeek
-from tests.helpers import enrol_totp, last_code, make_user, parsed
+from tests.helpers import PASSWORD, enrol_totp, last_code, make_user, parsed
 from twofa import audit, enrolment
 from twofa.clock import FrozenClock
 from twofa.db import transaction
@@ -55,9 +55,9 @@ def acme(factory: sessionmaker[Session], mailbox: MemoryBackend, clock: FrozenCl
     enrol_totp(factory, users["super_admin"], early)
     early.set(datetime(2026, 11, 25, 9, tzinfo=UTC))  # admin enrols with email codes in week 48
     with transaction(factory) as s:
-        enrolment.start_email(s, users["admin"], early)
+        enrolment.start_email(s, users["admin"], PASSWORD, early)
     with transaction(factory) as s:
-        enrolment.confirm_email(s, users["admin"], last_code(mailbox, users["admin"].email), early)
+        enrolment.confirm_email(s, users["admin"], last_code(mailbox, users["admin"].email), clock=early)
     u = users
     with transaction(factory) as s:
         login(s, u["owner"], datetime(2026, 11, 29, 23, 59, tzinfo=UTC), "success", "totp", True)  # week 48

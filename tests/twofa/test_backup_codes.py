@@ -88,9 +88,9 @@ def test_regeneration_needs_a_current_code_and_voids_the_old_set(
     user = make_user(factory, clock=clock)
     secret, old = enrol_totp(factory, user, clock)
     with pytest.raises(MalformedCode), transaction(factory) as s:
-        manage.regenerate_backup_codes(s, user, old[0], clock)
+        manage.regenerate_backup_codes(s, user, PASSWORD, old[0], clock)
     with transaction(factory) as s:
-        new = manage.regenerate_backup_codes(s, user, totp.code_at(secret, clock.now()), clock)
+        new = manage.regenerate_backup_codes(s, user, PASSWORD, totp.code_at(secret, clock.now()), clock)
     assert len(new) == 10 and not set(new) & set(old)
     with pytest.raises(InvalidCode):
         finish(factory, begin(factory, user.email, clock).challenge, old[1], clock)
@@ -104,7 +104,7 @@ def test_reenabling_issues_a_fresh_set(factory: sessionmaker[Session], clock: Fr
     user = make_user(factory, clock=clock)
     secret, old = enrol_totp(factory, user, clock)
     with transaction(factory) as s:
-        manage.disable(s, user, PASSWORD, totp.code_at(secret, clock.now()), clock)
+        manage.disable(s, user, PASSWORD, totp.code_at(secret, clock.now()), clock=clock)
     _, new = enrol_totp(factory, user, clock)
     assert not set(new) & set(old)
     with pytest.raises(InvalidCode):

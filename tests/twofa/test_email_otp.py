@@ -37,9 +37,9 @@ from twofa.settings import get_settings
 def email_user(factory: sessionmaker[Session], clock: FrozenClock, mailbox: MemoryBackend) -> User:
     user = make_user(factory, clock=clock)
     with transaction(factory) as s:
-        enrolment.start_email(s, user, clock)
+        enrolment.start_email(s, user, PASSWORD, clock)
     with transaction(factory) as s:
-        enrolment.confirm_email(s, user, last_code(mailbox, user.email), clock)
+        enrolment.confirm_email(s, user, last_code(mailbox, user.email), clock=clock)
     clock.advance(seconds=61)
     return user
 
@@ -80,7 +80,7 @@ def test_code_is_made_at_delivery_and_only_its_hash_is_kept(factory: sessionmake
     previous = outbox.install_dispatcher(None)  # nothing delivers until we say so
     try:
         with transaction(factory) as s:
-            enrolment.start_email(s, user, clock)
+            enrolment.start_email(s, user, PASSWORD, clock)
         with factory() as s:
             otp = s.execute(select(EmailOtp)).scalar_one()
             row = s.execute(select(OutboxMessage)).scalar_one()
@@ -102,7 +102,7 @@ def test_an_expired_code_is_never_sent(factory: sessionmaker[Session], clock: Fr
     previous = outbox.install_dispatcher(None)
     try:
         with transaction(factory) as s:
-            enrolment.start_email(s, user, clock)
+            enrolment.start_email(s, user, PASSWORD, clock)
         clock.advance(seconds=300)
         assert deliver_queued(factory, backend, clock) == 0
         assert backend.sent == []
@@ -331,7 +331,7 @@ def test_a_retried_code_is_a_new_message_and_a_retried_notice_the_same(
     monkeypatch.setattr(delivery, "new_email_code", lambda: next(made))
     user = make_user(factory, clock=clock)
     with transaction(factory) as s:
-        enrolment.start_email(s, user, clock)
+        enrolment.start_email(s, user, PASSWORD, clock)
     backend = AcceptedReplyLost()
     [code_row] = queued_rows(factory)
     with factory.begin() as s:
@@ -346,9 +346,9 @@ def test_a_retried_code_is_a_new_message_and_a_retried_notice_the_same(
     old, new = (code_of(m) for m in (first, second))
     assert (old, new) == ("123456", "654321")
     with transaction(factory) as s, pytest.raises(InvalidCode):
-        enrolment.confirm_email(s, user, old, clock)
+        enrolment.confirm_email(s, user, old, clock=clock)
     with transaction(factory) as s:
-        enrolment.confirm_email(s, user, new, clock)
+        enrolment.confirm_email(s, user, new, clock=clock)
 
     [notice_row] = queued_rows(factory)  # "2FA turned on"
     backend = AcceptedReplyLost()

@@ -36,15 +36,15 @@ def test_disable_needs_password_and_a_current_code(
     user = make_user(factory, clock=clock)
     secret, codes = enrol_totp(factory, user, clock)
     with pytest.raises(InvalidCredentials), transaction(factory) as s:
-        manage.disable(s, user, "wrong password!", totp.code_at(secret, clock.now()), clock)
-    with pytest.raises(InvalidCode), transaction(factory) as s:
+        manage.disable(s, user, "wrong password!", totp.code_at(secret, clock.now()), clock=clock)
+    with pytest.raises(InvalidCredentials), transaction(factory) as s:  # a wrong code answers as a wrong password
         manage.disable(
-            s, user, PASSWORD, "000000" if totp.code_at(secret, clock.now()) != "000000" else "111111", clock
+            s, user, PASSWORD, "000000" if totp.code_at(secret, clock.now()) != "000000" else "111111", clock=clock
         )
     with factory() as s:
         assert manage.status(s, user).enabled
     with transaction(factory) as s:
-        manage.disable(s, user, PASSWORD, codes[0], clock)  # a backup code works too
+        manage.disable(s, user, PASSWORD, codes[0], clock=clock)  # a backup code works too
     with factory() as s:
         status = manage.status(s, user)
         assert (status.enabled, status.backup_codes_left) == (False, 0)
@@ -59,7 +59,7 @@ def test_reenable_on_a_new_device(factory: sessionmaker[Session], clock: FrozenC
     user = make_user(factory, clock=clock)
     old_secret, _ = enrol_totp(factory, user, clock)
     with transaction(factory) as s:
-        manage.disable(s, user, PASSWORD, totp.code_at(old_secret, clock.now()), clock)
+        manage.disable(s, user, PASSWORD, totp.code_at(old_secret, clock.now()), clock=clock)
     new_secret, _ = enrol_totp(factory, user, clock)
     assert new_secret != old_secret
     challenge = begin(factory, user.email, clock).challenge
@@ -75,14 +75,14 @@ def test_email_user_disables_with_an_emailed_code(
 ) -> None:
     user = make_user(factory, clock=clock)
     with transaction(factory) as s:
-        enrolment.start_email(s, user, clock)
+        enrolment.start_email(s, user, PASSWORD, clock)
     with transaction(factory) as s:
-        enrolment.confirm_email(s, user, last_code(mailbox, user.email), clock)
+        enrolment.confirm_email(s, user, last_code(mailbox, user.email), clock=clock)
     clock.advance(seconds=61)
     with transaction(factory) as s:
         manage.request_confirmation_code(s, user, clock)
     with transaction(factory) as s:
-        manage.disable(s, user, PASSWORD, last_code(mailbox, user.email), clock)
+        manage.disable(s, user, PASSWORD, last_code(mailbox, user.email), clock=clock)
     with factory() as s:
         assert not manage.status(s, user).enabled
 
@@ -153,7 +153,7 @@ def test_users_are_reloaded_not_trusted_from_the_caller(factory: sessionmaker[Se
     enrol_totp(factory, user, clock)
     stale = User(id=user.id, email=user.email, password_hash=user.password_hash)  # twofa_method None
     with pytest.raises(Exception, match="already on"), transaction(factory) as s:
-        enrolment.start_totp(s, stale, clock)
+        enrolment.start_totp(s, stale, PASSWORD, clock=clock)
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)

@@ -47,10 +47,10 @@ def test_database_and_logs_hold_no_secret(
     bob = make_user(factory, "bob@example.com", clock=clock)
 
     with transaction(factory) as s:
-        started = enrolment.start_totp(s, alice, clock)
+        started = enrolment.start_totp(s, alice, PASSWORD, clock=clock)
     secrets.append(started.secret)
     with transaction(factory) as s:
-        codes = enrolment.confirm_totp(s, alice, totp.code_at(started.secret, clock.now()), clock)
+        codes = enrolment.confirm_totp(s, alice, totp.code_at(started.secret, clock.now()), clock=clock)
     secrets += codes + [c.replace("-", "") for c in codes]
     clock.advance(seconds=30)
     with transaction(factory) as s:
@@ -66,10 +66,10 @@ def test_database_and_logs_hold_no_secret(
     secrets.append(key.key.split("_", 2)[2])
 
     with transaction(factory) as s:
-        enrolment.start_email(s, bob, clock)
+        enrolment.start_email(s, bob, PASSWORD, clock)
     enrol_code = last_code(mailbox, bob.email)
     with transaction(factory) as s:
-        secrets += enrolment.confirm_email(s, bob, enrol_code, clock)
+        secrets += enrolment.confirm_email(s, bob, enrol_code, clock=clock)
     clock.advance(seconds=61)
     with transaction(factory) as s:
         bob_challenge = logins.login_with_password(s, bob.email, PASSWORD, WEB, gate=enrolment_required, clock=clock)
@@ -81,7 +81,7 @@ def test_database_and_logs_hold_no_secret(
         )
     secrets += [bob_challenge.challenge, bob_session.session.token]
     with transaction(factory) as s:
-        manage.disable(s, alice, PASSWORD, codes[1], clock)
+        manage.disable(s, alice, PASSWORD, codes[1], clock=clock)
 
     text = dump(factory)
     seed_bytes = base64.b32decode(started.secret)
