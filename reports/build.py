@@ -91,17 +91,15 @@ def send(session: Session, org: Organization, rendered: Rendered, clock: Clock =
     return len(recipients)
 
 
-def build_and_send(session: Session, org_id: int, week: IsoWeek, clock: Clock = SYSTEM_CLOCK) -> str:
-    """The scheduled job for one organisation: claim, build, store the summary, mail. Safe to run twice."""
-    now = clock.now()
-    row = claim(session, org_id, week, now)
-    if row is None:
-        return "skipped"
-    session.commit()  # the claim is visible to other workers before the (slow) build starts
-    org = session.get(Organization, org_id)
+def build_and_send(session: Session, report_id: int, clock: Clock = SYSTEM_CLOCK) -> str:
+    """Build a claimed report (``claim``, committed first so that other workers see it before the slow build),
+    store its summary and mail it, in the caller's transaction."""
+    row = session.get_one(WeeklyReport, report_id)
+    org = session.get(Organization, row.org_id)
     if org is None:
         return "skipped"
-    rendered = build(session, org, week, now)
+    week = IsoWeek.parse(row.week)
+    rendered = build(session, org, week, clock.now())
     write(rendered, get_settings().reports_dir / org.slug / str(week))  # an archive beside the emails
     row.recipients = send(session, org, rendered, clock)
     row.summary = rendered.summary

@@ -1,7 +1,10 @@
-"""Test fixtures: every test runs on SQLite and on PostgreSQL.
+"""Test fixtures: the tests run on PostgreSQL, as production does.
 
-Each pytest run creates its own PostgreSQL database (``twofa_test_<pid>_<random>``) and drops it at the end, so
-runs on a shared server never meet. Tables are emptied between tests.
+Each pytest run creates its own PostgreSQL database (``twofa_test_<pid>_<random>``) and drops it at the end, so runs
+on a shared server never meet. Each test runs inside one transaction that is rolled back at its end (its sessions'
+commits release savepoints); a test whose work crosses connections (threads, a server, the CLI) is marked
+``committed``: it commits for real, on tables emptied before and after it. SQLite, the embedded default, keeps its
+end-to-end test: the demo (tests/cli).
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ from twofa.clock import FrozenClock
 from twofa.db import Base, get_engine
 from twofa.mail.backends import MemoryBackend
 from twofa.mail.sync import SynchronousDispatcher
-from twofa.migrate import upgrade
 from twofa.settings import get_settings
 
 
@@ -55,17 +57,9 @@ def pg_database() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="session")
-def sqlite_database(tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'twofa.sqlite3'}"
-    upgrade(url)
-    return url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest) -> str:
-    name = "pg_database" if request.param == "postgresql" else "sqlite_database"
-    return str(request.getfixturevalue(name))
+@pytest.fixture
+def db_url(pg_database: str) -> str:
+    return pg_database
 
 
 def _empty_tables(url: str) -> None:
@@ -80,9 +74,28 @@ def _empty_tables(url: str) -> None:
 
 
 @pytest.fixture
-def factory(db_url: str) -> Iterator[sessionmaker[Session]]:
-    _empty_tables(db_url)
-    yield sessionmaker(bind=get_engine(db_url), expire_on_commit=False)
+def factory(request: pytest.FixtureRequest, db_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = get_engine(db_url)
+    if request.node.get_closest_marker("committed"):
+        _empty_tables(db_url)
+        yield sessionmaker(bind=engine, expire_on_commit=False)
+        _empty_tables(db_url)
+        return
+    with engine.connect() as conn:
+        outer = conn.begin()
+        try:
+            yield sessionmaker(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)
+        finally:
+            outer.rollback()
+
+
+COMMITTED_DIRECTORIES = ("tests/api/", "tests/cli/")  # a server in a thread, or the CLI with its own engine
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.startswith(COMMITTED_DIRECTORIES):
+            item.add_marker(pytest.mark.committed)
 
 
 @pytest.fixture

@@ -78,14 +78,14 @@ class LoggedIn:
 
 def record(
     session: Session,
-    *,
     email: str,
     user: User | None,
     client: Client,
     outcome: str,
-    method: str | None,
-    verified: bool,
     clock: Clock,
+    *,
+    method: str | None = "password",
+    verified: bool = False,
 ) -> None:
     """One login-history row: every sign-in attempt writes one."""
     session.add(
@@ -117,45 +117,18 @@ def login_with_password(
     email = (email or "").strip().lower()
     user = get_user(session, email) if email else None
     if not verify_password(user.password_hash if user else None, password or "") or user is None:
-        record(
-            session,
-            email=email,
-            user=user,
-            client=client,
-            outcome=Outcome.INVALID_CREDENTIALS,
-            method="password",
-            verified=False,
-            clock=clock,
-        )
+        record(session, email, user, client, Outcome.INVALID_CREDENTIALS, clock)
         raise recorded(InvalidCredentials())
     idp = sso_provider(session, user.id)
     if idp is not None:  # after the password check: a wrong password answers as for anyone
-        record(
-            session,
-            email=email,
-            user=user,
-            client=client,
-            outcome=Outcome.SSO_REQUIRED,
-            method="password",
-            verified=False,
-            clock=clock,
-        )
+        record(session, email, user, client, Outcome.SSO_REQUIRED, clock)
         raise recorded(SsoRequired(f"sign in through your organisation's identity provider ({idp})"))
     if user.twofa_method is None:
         scope = _scope(session, user, gate, clock)
         issued = sessions.issue(
             session, user, twofa_verified=False, method="password", client=client, scope=scope, clock=clock
         )
-        record(
-            session,
-            email=email,
-            user=user,
-            client=client,
-            outcome=Outcome.SUCCESS if scope == "full" else Outcome.ENROLMENT_REQUIRED,
-            method="password",
-            verified=False,
-            clock=clock,
-        )
+        record(session, email, user, client, Outcome.SUCCESS if scope == "full" else Outcome.ENROLMENT_REQUIRED, clock)
         return LoggedIn(session=issued, method="password")
 
     token = crypto.new_token()
@@ -173,16 +146,7 @@ def login_with_password(
     sent = False
     if user.twofa_method == "email":
         sent = _send_login_code(session, user, challenge, clock)
-    record(
-        session,
-        email=email,
-        user=user,
-        client=client,
-        outcome=Outcome.SECOND_FACTOR_REQUIRED,
-        method="password",
-        verified=False,
-        clock=clock,
-    )
+    record(session, email, user, client, Outcome.SECOND_FACTOR_REQUIRED, clock)
     return SecondFactorRequired(
         challenge=token,
         methods=[user.twofa_method, second_factor.Method.BACKUP_CODE.value],
@@ -252,16 +216,7 @@ def complete_login(
         used = second_factor.verify(session, user, code, method=method, challenge_id=challenge.id, clock=clock)
     except DomainError as exc:
         outcome = next((o for cls, o in _OUTCOME_OF if isinstance(exc, cls)), Outcome.BAD_CODE)
-        record(
-            session,
-            email=user.email,
-            user=user,
-            client=client,
-            outcome=outcome,
-            method=method or user.twofa_method,
-            verified=False,
-            clock=clock,
-        )
+        record(session, user.email, user, client, outcome, clock, method=method or user.twofa_method)
         recorded(exc)
         raise
     challenge.completed_at = clock.now()
@@ -271,13 +226,13 @@ def complete_login(
     )
     record(
         session,
-        email=user.email,
-        user=user,
-        client=client,
-        outcome=Outcome.SUCCESS if scope == "full" else Outcome.ENROLMENT_REQUIRED,
+        user.email,
+        user,
+        client,
+        Outcome.SUCCESS if scope == "full" else Outcome.ENROLMENT_REQUIRED,
+        clock,
         method=used.value,
         verified=True,
-        clock=clock,
     )
     return LoggedIn(session=issued, method=used.value)
 

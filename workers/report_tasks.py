@@ -26,8 +26,13 @@ def weekly_all() -> int:
 
 @app.task(name="twofa.report.weekly_org", soft_time_limit=1800, time_limit=1900)
 def weekly_org(org_id: int, week: str) -> str:
-    from reports.build import build_and_send
+    from reports.build import build_and_send, claim
     from reports.week import IsoWeek
 
+    with transaction() as session:  # committed before the slow build, so that other workers see the claim
+        claimed = claim(session, org_id, IsoWeek.parse(week), SYSTEM_CLOCK.now())
+        report_id = claimed.id if claimed is not None else None
+    if report_id is None:
+        return "skipped"
     with transaction() as session:
-        return build_and_send(session, org_id, IsoWeek.parse(week))
+        return build_and_send(session, report_id)

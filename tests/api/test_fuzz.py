@@ -15,7 +15,6 @@ from tests.api.test_help_article import sign_in
 from tests.helpers import make_user
 
 
-@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_no_server_errors(
     server: Server, factory: sessionmaker[Session], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

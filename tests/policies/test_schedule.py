@@ -126,6 +126,7 @@ def test_every_run_is_idempotent(factory: sessionmaker[Session], clock: FrozenCl
     assert len(sent(factory)) == 2
 
 
+@pytest.mark.committed
 def test_concurrent_runs_send_each_email_once(factory: sessionmaker[Session], clock: FrozenClock) -> None:
     for i in range(10):
         make_user(factory, f"m{i}@acme.io", role="admin", clock=clock)

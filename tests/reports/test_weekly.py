@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from reports.build import build, build_and_send, write
+from reports.build import build, build_and_send, claim, write
 from reports.week import IsoWeek
 from tests.helpers import PASSWORD, enrol_totp, last_code, make_user, parsed
 from twofa import audit, enrolment
@@ -172,10 +172,13 @@ def test_built_and_sent_once(
     with factory() as s:
         org_id = s.execute(select(Organization.id).where(Organization.slug == "acme")).scalar_one()
     before = len(mailbox.sent)
+    with transaction(factory) as s:  # as the task does: the claim committed first, then the build
+        claimed = claim(s, org_id, W49, clock.now())
+        assert claimed is not None
     with transaction(factory) as s:
-        assert build_and_send(s, org_id, W49, clock) == "built"
+        assert build_and_send(s, claimed.id, clock) == "built"
     with transaction(factory) as s:
-        assert build_and_send(s, org_id, W49, clock) == "skipped"
+        assert claim(s, org_id, W49, clock.now()) is None  # a second run finds it built
     assert (tmp_path / "acme" / "2026-W49" / "report.html").exists()
     reports = mailbox.sent[before:]
     assert sorted(str(m["To"]) for m in reports) == ["admin@acme.io", "owner@acme.io"]

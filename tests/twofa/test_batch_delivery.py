@@ -23,7 +23,8 @@ LEASE = timedelta(minutes=3)
 RETRY = timedelta(seconds=30)
 
 
-pytestmark = pytest.mark.usefixtures("no_dispatch")
+# The batch marks rows on connections of its own: its tests commit for real.
+pytestmark = [pytest.mark.usefixtures("no_dispatch"), pytest.mark.committed]
 
 
 def queue_bulk(factory: sessionmaker[Session], clock: FrozenClock, n: int, **extra: object) -> list[int]:

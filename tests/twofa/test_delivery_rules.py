@@ -141,6 +141,7 @@ def test_a_template_error_fails_the_row_instead_of_looping(
     assert status(factory, row.id) == "failed"
 
 
+@pytest.mark.committed
 def test_expiry_and_sweeps_run_twice_at_once(
     factory: sessionmaker[Session], clock: FrozenClock, no_dispatch: None
 ) -> None:

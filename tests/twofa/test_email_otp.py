@@ -278,6 +278,7 @@ def test_a_new_code_voids_the_open_ones_and_is_dispatched_after_commit(
     assert mail.message_id != old_mail.message_id and mail.message_id.startswith("<")
 
 
+@pytest.mark.committed
 def test_requests_for_a_code_at_once_queue_one(factory: sessionmaker[Session], clock: FrozenClock) -> None:
     """The user's row lock orders them: each later request sees the code the first committed, and waits out the
     cooldown (a read in the locking statement itself would see the rows as they were before the wait)."""
@@ -299,6 +300,7 @@ def test_requests_for_a_code_at_once_queue_one(factory: sessionmaker[Session], c
         assert len(s.execute(select(EmailOtp)).scalars().all()) == 1
 
 
+@pytest.mark.committed
 def test_an_email_user_signing_in_twice_at_once(
     factory: sessionmaker[Session], clock: FrozenClock, mailbox: MemoryBackend
 ) -> None:

@@ -248,7 +248,7 @@ def test_a_replayed_code_writes_nothing_and_keeps_the_failure_count(
     assert [h[0] for h in history(factory)][-4:] == ["bad_code", "bad_code", "code_reused", "success"]
 
 
-@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+@pytest.mark.committed
 def test_a_right_code_waits_for_wrong_codes_being_counted(factory: sessionmaker[Session], clock: FrozenClock) -> None:
     """The lockout bounds guesses sent at once: a right code read while wrong ones are being counted (their
     transaction holds the user's lock) waits for them, and is refused once they lock the account. Checked against
@@ -276,7 +276,7 @@ def test_a_right_code_waits_for_wrong_codes_being_counted(factory: sessionmaker[
     assert history(factory)[-1] == ("locked", "totp", False)
 
 
-@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+@pytest.mark.committed
 def test_right_and_wrong_codes_at_once_are_judged_one_after_another(
     factory: sessionmaker[Session], clock: FrozenClock
 ) -> None:
@@ -315,6 +315,7 @@ def _wait_for_lock_wait(engine: Any, query_start: str, also: Any) -> None:
             time.sleep(0.01)
 
 
+@pytest.mark.committed
 def test_twenty_concurrent_submissions_of_one_code(factory: sessionmaker[Session], clock: FrozenClock) -> None:
     user = make_user(factory, clock=clock)
     secret, _ = enrol_totp(factory, user, clock)

@@ -156,7 +156,7 @@ def test_users_are_reloaded_not_trusted_from_the_caller(factory: sessionmaker[Se
         enrolment.start_totp(s, stale, PASSWORD, clock=clock)
 
 
-@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+@pytest.mark.committed
 def test_user_locks_taken_after_writing_rows_that_refer_to_the_user(
     factory: sessionmaker[Session], clock: FrozenClock
 ) -> None:

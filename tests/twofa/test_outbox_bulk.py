@@ -21,6 +21,7 @@ def messages(keys: range) -> list[dict[str, object]]:
     ]
 
 
+@pytest.mark.committed
 def test_many_rows_one_statement_each_key_once(factory: sessionmaker[Session], clock: FrozenClock) -> None:
     statements: list[str] = []
     engine = factory.kw["bind"]
