@@ -117,11 +117,15 @@ def change_role(
 def sso_provider(session: Session, user_id: int) -> str | None:
     """The identity provider through which the user must sign in: set when every organisation of the user uses SSO
     (one of them, when they use several)."""
-    idps = session.execute(
-        select(Organization.sso_idp).join(Membership, Membership.org_id == Organization.id).where(
-            Membership.user_id == user_id
+    idps = (
+        session.execute(
+            select(Organization.sso_idp)
+            .join(Membership, Membership.org_id == Organization.id)
+            .where(Membership.user_id == user_id)
         )
-    ).scalars().all()
+        .scalars()
+        .all()
+    )
     return idps[0] if idps and all(idps) else None
 
 
