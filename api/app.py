@@ -15,7 +15,8 @@ from api.routes import account, auth, orgs, twofa_routes
 from api.routing import close_slots
 from twofa.clock import SYSTEM_CLOCK, Clock
 from twofa.db import session_factory
-from twofa.settings import get_settings
+from twofa.errors import InvalidInput
+from twofa.settings import get_settings, require_secret_key
 
 PREFIX = "/api/v1"
 
@@ -24,6 +25,10 @@ def create_app(
     factory: sessionmaker[Session] | None = None, clock: Clock = SYSTEM_CLOCK, limiter: Limiter | None = None
 ) -> FastAPI:
     settings = get_settings()
+    try:
+        require_secret_key(settings)
+    except InvalidInput as exc:  # one line, not a traceback, however the app is started (a bare uvicorn included)
+        raise SystemExit(f"error: {exc.message}") from None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -45,9 +45,9 @@ def serve(
 ) -> None:
     """Run the HTTP API (uvicorn). Emails are handed to the Celery workers after each commit."""
     from api.server import ServerConfig, run_server
-    from twofa.settings import require_secret_key
+    from twofa.settings import require_service_settings
 
-    require_secret_key()  # fail here, with one line, rather than in every server process
+    require_service_settings()  # fail here, with one line, rather than in every server process
     config = ServerConfig(
         "cli.serve:make_app",
         factory=True,
