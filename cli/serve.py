@@ -26,10 +26,8 @@ def make_app() -> FastAPI:
     the requests in flight for about 100 ms."""
     from api.app import create_app
     from twofa.heap import freeze_startup_objects
-    from twofa.settings import require_secret_key
     from workers.dispatch import install
 
-    require_secret_key()
     install()
     app = create_app()
     freeze_startup_objects()
