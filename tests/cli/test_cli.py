@@ -305,7 +305,8 @@ def test_served_app_hands_mail_to_celery_and_keeps_its_start_up_from_the_collect
 
 
 @pytest.mark.parametrize(
-    "key", ["dev-only-insecure-key-change-me-0123456789", "short", "", "abcdefghijklmno" * 3]  # 15 distinct
+    "key",
+    ["dev-only-insecure-key-change-me-0123456789", "short", "", "abcdefghijklmno" * 3],  # 15 distinct
 )
 def test_services_refuse_the_development_key(monkeypatch: pytest.MonkeyPatch, key: str) -> None:
     monkeypatch.setenv("TWOFA_SECRET_KEY", key)
