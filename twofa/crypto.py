@@ -1,10 +1,11 @@
 """Keys, hashes and tokens.
 
 - TOTP seeds are encrypted with Fernet (MultiFernet over ``TWOFA_SECRET_KEY``; several comma-separated keys rotate:
-  the first encrypts, all decrypt).
+  the first encrypts, all decrypt; ``twofa keys rotate`` re-encrypts every seed under the first).
 - High-entropy tokens (sessions, login challenges, API keys) are stored as SHA-256: guessing is hopeless.
 - Low-entropy codes (6-digit email codes) are stored as HMAC-SHA256 under a key derived from the secret key, so a
-  copy of the database alone does not reveal them by enumerating a million candidates.
+  copy of the database alone does not reveal them by enumerating a million candidates: hashed under the first key,
+  verified under each (``keyed_hash_matches``).
 """
 
 from __future__ import annotations
