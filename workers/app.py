@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -76,13 +77,14 @@ def _lower_autogroup(nice: int) -> None:
 @beat_init.connect
 def _refuse_unsafe_settings(**_: Any) -> None:
     """A worker or beat started by ``celery -A workers ...`` checks what ``twofa worker`` and ``beat`` do: no
-    development or weak key, and a mail backend chosen on purpose. ``SystemExit``, as Celery logs and ignores the
-    other exceptions of a signal's receivers. (The demo's worker, run in its own process by ``celery.contrib.testing``,
-    sends neither signal.)"""
+    development or weak key, and a mail backend chosen on purpose. One line on the real stderr (beat has sent its own
+    to the log by then), then ``SystemExit``: Celery logs and ignores the other exceptions of a signal's receivers.
+    (The demo's worker, run in its own process by ``celery.contrib.testing``, sends neither signal.)"""
     try:
         require_service_settings()
     except InvalidInput as exc:
-        raise SystemExit(f"error: {exc.message}") from None
+        print(f"error: {exc.message}", file=sys.__stderr__, flush=True)
+        raise SystemExit(2) from None
 
 
 @worker_init.connect
