@@ -14,8 +14,9 @@ from api.routes import account, auth, orgs, twofa_routes
 from api.routing import close_slots
 from twofa.clock import SYSTEM_CLOCK, Clock
 from twofa.db import session_factory
+from twofa.errors import InvalidInput
 from twofa.logins import EnrolmentGate
-from twofa.settings import get_settings
+from twofa.settings import get_settings, require_secret_key
 
 PREFIX = "/api/v1"
 
@@ -30,6 +31,10 @@ def create_app(
     """The API. ``gate``: whether a user may only set up 2FA (``policies.gate.enrolment_required``), required so that
     no server signs people in without the organisations' deadlines."""
     settings = get_settings()
+    try:
+        require_secret_key(settings)
+    except InvalidInput as exc:  # one line, not a traceback, however the app is started (a bare uvicorn included)
+        raise SystemExit(f"error: {exc.message}") from None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))  # the repository root: tests.harness
 RATE_LIMIT = "10000000"
 # Like tests/conftest.py: cheap argon2, a fixed key; set before twofa reads its settings. The server gets the same.
 os.environ.update(
-    TWOFA_SECRET_KEY=os.environ.get("TWOFA_SECRET_KEY", "bench-key-" + "q" * 40),
+    TWOFA_SECRET_KEY=os.environ.get("TWOFA_SECRET_KEY", "bench-key-0123456789-abcdefghijklmnopqrstuvwxyz"),
     TWOFA_ARGON2_TIME_COST="1",
     TWOFA_ARGON2_MEMORY_COST="256",
     TWOFA_ARGON2_PARALLELISM="1",

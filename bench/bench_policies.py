@@ -55,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 # Like tests/conftest.py: cheap argon2, a fixed key; set before twofa reads its settings. service_env() hands the
 # same TWOFA_SECRET_KEY to the worker.
 os.environ.update(
-    TWOFA_SECRET_KEY=os.environ.get("TWOFA_SECRET_KEY", "bench-key-" + "p" * 40),
+    TWOFA_SECRET_KEY=os.environ.get("TWOFA_SECRET_KEY", "bench-key-0123456789-abcdefghijklmnopqrstuvwxyz"),
     TWOFA_ARGON2_TIME_COST="1",
     TWOFA_ARGON2_MEMORY_COST="256",
     TWOFA_ARGON2_PARALLELISM="1",

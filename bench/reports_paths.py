@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.update(
-    TWOFA_SECRET_KEY=os.environ.get("TWOFA_SECRET_KEY", "bench-key-" + "z" * 40),
+    TWOFA_SECRET_KEY=os.environ.get("TWOFA_SECRET_KEY", "bench-key-0123456789-abcdefghijklmnopqrstuvwxyz"),
     TWOFA_ARGON2_TIME_COST="1",
     TWOFA_ARGON2_MEMORY_COST="256",
     TWOFA_ARGON2_PARALLELISM="1",

@@ -27,10 +27,8 @@ def make_app() -> FastAPI:
     from api.app import create_app
     from policies.gate import enrolment_required
     from twofa.heap import freeze_startup_objects
-    from twofa.settings import require_secret_key
     from workers.dispatch import install
 
-    require_secret_key()
     install()
     app = create_app(gate=enrolment_required)
     freeze_startup_objects()
@@ -46,9 +44,9 @@ def serve(
 ) -> None:
     """Run the HTTP API (uvicorn). Emails are handed to the Celery workers after each commit."""
     from api.server import ServerConfig, run_server
-    from twofa.settings import require_secret_key
+    from twofa.settings import require_service_settings
 
-    require_secret_key()  # fail here, with one line, rather than in every server process
+    require_service_settings()  # fail here, with one line, rather than in every server process
     config = ServerConfig(
         "cli.serve:make_app",
         factory=True,

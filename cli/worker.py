@@ -35,11 +35,11 @@ def worker(
     loglevel: str = typer.Option("INFO", help="Log level."),
 ) -> None:
     """Start a Celery worker (same as `celery -A workers.app worker`)."""
-    from twofa.settings import require_secret_key
+    from twofa.settings import require_service_settings
     from workers.app import app  # its worker_init handler hands new mail to the queue (workers.dispatch)
 
     queues = check_queues(queues)
-    require_secret_key()
+    require_service_settings()
     app.worker_main(["worker", "--queues", queues, "--concurrency", str(concurrency), "--loglevel", loglevel])
 
 
@@ -50,10 +50,10 @@ def beat(
     ),
 ) -> None:
     """Start the beat scheduler (run exactly one; the jobs are safe to run twice anyway)."""
-    from twofa.settings import require_secret_key
+    from twofa.settings import require_service_settings
     from workers.app import app
 
-    require_secret_key()
+    require_service_settings()
     app.start(["beat", "--loglevel", loglevel, "--schedule", str(schedule)])
 
 

@@ -16,10 +16,10 @@ from typing import NamedTuple
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from twofa import crypto, outbox
+from twofa import outbox
 from twofa.clock import SYSTEM_CLOCK, Clock
 from twofa.errors import CodeExpired, CodeReused, HourlyCapReached, InvalidCode, ResendCooldown, recorded
-from twofa.mail.delivery import REPLACED, email_code_hash
+from twofa.mail.delivery import REPLACED, email_code_matches
 from twofa.models import EmailOtp, OutboxMessage, OutboxStatus, User
 from twofa.notify import Template
 from twofa.settings import get_settings
@@ -134,7 +134,7 @@ def verify(
         raise CodeExpired()
     if otp.failed_attempts >= s.email_otp_max_tries:
         raise CodeExpired("too many wrong tries for this code; request a new one")
-    if not crypto.same(email_code_hash(otp.id, code), otp.code_hash):
+    if not email_code_matches(otp.id, code, otp.code_hash):
         otp.failed_attempts += 1
         session.flush()
         raise recorded(InvalidCode())

@@ -9,10 +9,12 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from twofa.errors import InvalidInput
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-# A fixed development key so that `make demo` works with no configuration. `require_secret_key` (called by
-# `twofa serve`, `worker` and `beat`) refuses it; never use it for real data.
+# A fixed development key so that `make demo` works with no configuration. `require_secret_key` (called by every
+# edge that serves) refuses it; never use it for real data.
 DEV_SECRET_KEY = "dev-only-insecure-key-change-me-0123456789"  # noqa: S105
 
 
@@ -24,6 +26,7 @@ class Settings(BaseSettings):
     result_backend: str | None = None
     secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
 
+    # The demo's default; services start only with a backend set explicitly (``require_mail_backend``).
     mail_backend: Literal["smtp", "file", "memory"] = "file"
     mail_dir: Path = PROJECT_ROOT / "var" / "outbox"
     mail_from: str = "Wevion <noreply@wevion.ai>"
@@ -89,11 +92,53 @@ def get_settings() -> Settings:
     return Settings()
 
 
-def require_secret_key(settings: Settings | None = None) -> None:
-    """Refuse to run a service with the development key (or none): it would encrypt real seeds with a key that is
-    in the source code."""
-    from twofa.errors import InvalidInput
+MIN_KEY_LENGTH = 32
+MIN_KEY_DISTINCT = 16  # a long key of few distinct characters ("x" * 40) is long, not random
+NEW_KEY_HINT = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
-    keys = [k.strip() for k in (settings or get_settings()).secret_key.get_secret_value().split(",")]
-    if not keys or DEV_SECRET_KEY in keys or any(len(k) < 32 for k in keys):
-        raise InvalidInput("set TWOFA_SECRET_KEY to a random secret of at least 32 characters before serving")
+
+def secret_keys(settings: Settings | None = None) -> list[str]:
+    """The keys of ``TWOFA_SECRET_KEY``, comma-separated: the first encrypts and keys new hashes, all decrypt."""
+    return [k.strip() for k in (settings or get_settings()).secret_key.get_secret_value().split(",") if k.strip()]
+
+
+def weak_key_reason(key: str) -> str | None:
+    """Why ``key`` must not protect real data, or None. Never says what the key is."""
+    if key == DEV_SECRET_KEY:
+        return "is the development key, which is in the source code"
+    if len(key) < MIN_KEY_LENGTH:
+        return f"is shorter than {MIN_KEY_LENGTH} characters"
+    if len(set(key)) < MIN_KEY_DISTINCT:
+        return f"has fewer than {MIN_KEY_DISTINCT} distinct characters"
+    return None
+
+
+def require_secret_key(settings: Settings | None = None, *, first_only: bool = False) -> None:
+    """Refuse to run with the development key, none, or a weak one: it would protect real seeds with a key that is
+    in the source code or easily guessed. The one check of every edge that serves (``twofa serve``, ``worker``,
+    ``beat``, ``api.app.create_app``, a bare ``celery -A workers worker``). ``first_only``: only the key that
+    encrypts must be strong (``twofa keys rotate`` moves the seeds away from a weak old key)."""
+    keys = secret_keys(settings)
+    advice = f"set TWOFA_SECRET_KEY to a random secret of {MIN_KEY_LENGTH}+ characters ({NEW_KEY_HINT})"
+    if not keys:
+        raise InvalidInput(f"{advice}: it is empty")
+    for number, key in enumerate(keys[:1] if first_only else keys, start=1):
+        reason = weak_key_reason(key)
+        if reason is not None:
+            which = "it" if len(keys) == 1 else f"its key {number} of {len(keys)}"
+            raise InvalidInput(f"{advice}: {which} {reason}")
+
+
+def require_mail_backend(settings: Settings | None = None) -> None:
+    """Services send mail only where told to: the ``file`` default (the demo's) would write email codes to disk."""
+    if "mail_backend" not in (settings or get_settings()).model_fields_set:
+        raise InvalidInput(
+            "set TWOFA_MAIL_BACKEND: smtp to send through TWOFA_SMTP_HOST, or file to write every message, "
+            "email codes included, to TWOFA_MAIL_DIR"
+        )
+
+
+def require_service_settings(settings: Settings | None = None) -> None:
+    """What ``serve``, ``worker`` and ``beat`` check before they start."""
+    require_secret_key(settings)
+    require_mail_backend(settings)

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from celery.signals import celeryd_after_setup, worker_init, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    beat_init,
+    celeryd_after_setup,
+    celeryd_init,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+)
 from celery.utils.log import get_logger
 
 from twofa.db import dispose_engines
+from twofa.errors import InvalidInput
 from twofa.heap import freeze_startup_objects
 from twofa.mail.backends import MailBackend, backend_from_settings
-from twofa.settings import get_settings
+from twofa.settings import get_settings, require_service_settings
 
 app = Celery(
     "twofa", include=["workers.mail_tasks", "workers.scheduled_tasks", "workers.policy_tasks", "workers.report_tasks"]
@@ -62,6 +71,20 @@ def _lower_autogroup(nice: int) -> None:
             AUTOGROUP.write_text(str(nice))
     except (OSError, ValueError):
         pass  # no autogroups here: the process priority above is all there is
+
+
+@celeryd_init.connect
+@beat_init.connect
+def _refuse_unsafe_settings(**_: Any) -> None:
+    """A worker or beat started by ``celery -A workers ...`` checks what ``twofa worker`` and ``beat`` do: no
+    development or weak key, and a mail backend chosen on purpose. One line on the real stderr (beat has sent its own
+    to the log by then), then ``SystemExit``: Celery logs and ignores the other exceptions of a signal's receivers.
+    (The demo's worker, run in its own process by ``celery.contrib.testing``, sends neither signal.)"""
+    try:
+        require_service_settings()
+    except InvalidInput as exc:
+        print(f"error: {exc.message}", file=sys.__stderr__, flush=True)
+        raise SystemExit(2) from None
 
 
 @worker_init.connect

@@ -304,7 +304,10 @@ def test_served_app_hands_mail_to_celery_and_keeps_its_start_up_from_the_collect
         outbox.install_dispatcher(previous)
 
 
-@pytest.mark.parametrize("key", ["dev-only-insecure-key-change-me-0123456789", "short", ""])
+@pytest.mark.parametrize(
+    "key",
+    ["dev-only-insecure-key-change-me-0123456789", "short", "", "abcdefghijklmno" * 3],  # 15 distinct
+)
 def test_services_refuse_the_development_key(monkeypatch: pytest.MonkeyPatch, key: str) -> None:
     monkeypatch.setenv("TWOFA_SECRET_KEY", key)
     get_settings.cache_clear()
@@ -312,6 +315,17 @@ def test_services_refuse_the_development_key(monkeypatch: pytest.MonkeyPatch, ke
         result = CliRunner().invoke(app, command)
         assert result.exit_code == 2, (command, result.output)
         assert result.stderr.startswith("error: set TWOFA_SECRET_KEY to a random secret")
+
+
+def test_services_send_mail_only_where_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset, the mail backend would be the demo's ``file``: email codes written to disk on a production host."""
+    monkeypatch.delenv("TWOFA_MAIL_BACKEND")
+    get_settings.cache_clear()
+    for command in (["serve"], ["worker"], ["beat"]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 2, (command, result.output)
+        assert result.stderr.startswith("error: set TWOFA_MAIL_BACKEND: smtp to send through TWOFA_SMTP_HOST, or file")
+        assert result.stderr.count("\n") == 1
 
 
 @pytest.mark.parametrize(

@@ -275,7 +275,7 @@ def service_env(db_url: str, broker_url: str, smtp_port: int, **extra: str) -> d
         TWOFA_MAIL_BACKEND="smtp",
         TWOFA_SMTP_HOST="127.0.0.1",
         TWOFA_SMTP_PORT=str(smtp_port),
-        TWOFA_SECRET_KEY=os.environ.get("TWOFA_SECRET_KEY", "integration-key-" + "y" * 32),
+        TWOFA_SECRET_KEY=os.environ.get("TWOFA_SECRET_KEY", "integration-key-0123456789-abcdefghijklmnop"),
         TWOFA_ARGON2_TIME_COST="1",
         TWOFA_ARGON2_MEMORY_COST="256",
         TWOFA_ARGON2_PARALLELISM="1",

@@ -7,8 +7,10 @@ treats a lost connection like 451) and ``PermanentMailError`` for what never wil
 from __future__ import annotations
 
 import contextlib
+import os
 import smtplib
 import ssl
+import tempfile
 import threading
 from email.message import Message
 from pathlib import Path
@@ -52,18 +54,25 @@ class MemoryBackend:
 
 class FileBackend:
     """Writes each message as an ``.eml`` file named after its Message-ID (the same message sent again overwrites
-    its file, never doubles it)."""
+    its file, never doubles it). Messages hold email codes: each file is readable by its owner only (0600), and so is
+    the directory when this backend creates it (0700)."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
     def send(self, message: Message) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         name = "".join(c for c in str(message["Message-ID"]) if c.isalnum() or c in "-_.@")
-        path = self.directory / f"{name}.eml"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(message.as_bytes())
-        tmp.replace(path)
+        # mkstemp creates the file 0600, under a name no other writer (or symlink planted beforehand) can share.
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(message.as_bytes())
+            os.replace(tmp, self.directory / f"{name}.eml")
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
     def close(self) -> None:
         pass

@@ -47,6 +47,11 @@ def email_code_hash(otp_id: int, code: str) -> bytes:
     return crypto.keyed_hash("email_otp", f"{otp_id}:{code}")
 
 
+def email_code_matches(otp_id: int, code: str, digest: bytes) -> bool:
+    """Whether ``code`` is the one hashed in ``digest``, under any configured key (a rotation may be under way)."""
+    return crypto.keyed_hash_matches("email_otp", f"{otp_id}:{code}", digest)
+
+
 def new_email_code() -> str:
     return f"{secrets.randbelow(1_000_000):06d}"
 
