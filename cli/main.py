@@ -7,8 +7,12 @@ import typer
 from cli import db, demo, orgs, policy, reminders, report, seed, serve, support, users, worker
 from cli.errors import ErrorHandlingGroup
 
+# Plain help (no panels): options read `--org SLUG`, never their Python type (see cli.errors.name_values).
 app = typer.Typer(
-    cls=ErrorHandlingGroup, help="Wevion two-factor authentication: policy and audit service.", no_args_is_help=True
+    cls=ErrorHandlingGroup,
+    help="Wevion two-factor authentication: policy and audit service.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(db.app, name="db")
 app.add_typer(orgs.app, name="org")
