@@ -41,7 +41,7 @@ def one_line(exc: ClickException) -> str:
         text = text.replace(theirs, ours)
     text = text[:1].lower() + text[1:].rstrip(".")
     if isinstance(exc, UsageError) and exc.ctx is not None:
-        text += f"; see '{exc.ctx.command_path} --help'"
+        text += f"{'' if text.endswith('?') else '.'} Try '{exc.ctx.command_path} --help'"
     return text
 
 

@@ -10,6 +10,7 @@ from cli.errors import ErrorHandlingGroup
 # Plain help (no panels): options read `--org SLUG`, never their Python type (see cli.errors.name_values).
 app = typer.Typer(
     cls=ErrorHandlingGroup,
+    name="twofa",
     help="Wevion two-factor authentication: policy and audit service.",
     no_args_is_help=True,
     rich_markup_mode=None,
@@ -30,4 +31,4 @@ app.command("expire")(worker.expire)
 
 
 if __name__ == "__main__":
-    app()
+    app(prog_name="twofa")  # `python -m cli.main` is the same command

@@ -41,9 +41,7 @@ def describe_policy(policy: Policy) -> str:
 def list_() -> None:
     """Every organisation: slug, SSO identity provider, members and 2FA policy."""
     with transaction() as session:
-        members = dict(
-            session.execute(select(Membership.org_id, func.count()).group_by(Membership.org_id)).tuples().all()
-        )
+        members = dict(session.execute(select(Membership.org_id, func.count()).group_by(Membership.org_id)).all())
         orgs = session.execute(select(Organization).order_by(Organization.slug)).scalars().all()
         rows = [
             [

@@ -116,9 +116,7 @@ def seed(
     enrolled: float = typer.Option(
         0.6, min=0, max=1, metavar="SHARE", help="Share of members with an authenticator app, 0 to 1."
     ),
-    seed_value: int = typer.Option(
-        7, "--seed", metavar="N", help="Random seed: the same seed gives the same members and sign-ins."
-    ),
+    seed_value: int = typer.Option(7, "--seed", metavar="N", help="Random seed: the same seed, the same data."),
 ) -> None:
     """Create sample data; the new members' password is random and printed once."""
     rng = random.Random(seed_value)

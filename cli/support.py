@@ -15,7 +15,7 @@ app = typer.Typer(help="Support operations (audited).", no_args_is_help=True)
 def reset_2fa(
     email: str = typer.Option(..., metavar="EMAIL", help="The account whose 2FA is reset."),
     operator: str = typer.Option(..., metavar="NAME", help="Your name, for the audit log."),
-    reason: str = typer.Option(..., metavar="TEXT", help="Why (ticket, how identity was checked)."),
+    reason: str = typer.Option(..., metavar="REASON", help="Why (ticket, how identity was checked)."),
 ) -> None:
     """Turn a user's 2FA off after they lost their device and backup codes (audited); the user is emailed."""
     with transaction() as session:
