@@ -1,19 +1,21 @@
-"""Turning failures into one line on stderr and exit status 2, never a stack trace or a usage box."""
+"""The root of the ``twofa`` command: failures as one line on stderr and exit status 2, never a stack trace or a
+usage box; help that names values (``cli.help``); mail handed on after each command's commits (``cli.mail``)."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import sqlalchemy.exc
 import typer
-from typer._click.core import Command, Context  # typer vendors its own click
+from typer._click.core import Context  # typer vendors its own click
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
-from typer.core import TyperArgument, TyperGroup, TyperOption
+from typer.core import TyperGroup
 from typer.exceptions import Abort
 
 from cli import mail
+from cli.help import name_values
 from twofa.errors import DomainError
 
 USAGE_ERROR = 2
@@ -43,37 +45,6 @@ def one_line(exc: ClickException) -> str:
     if isinstance(exc, UsageError) and exc.ctx is not None:
         text += f"{'' if text.endswith('?') else '.'} Try '{exc.ctx.command_path} --help'"
     return text
-
-
-def _commands(command: Command) -> Iterator[Command]:
-    yield command
-    for sub in getattr(command, "commands", {}).values():
-        yield from _commands(sub)
-
-
-class NamedArgument(TyperArgument):
-    """An argument shown by its name (``SLUG``, ``[REVISION]``), as Click shows them, not with its Python type."""
-
-    @property
-    def display_name_raw(self) -> str:
-        return (self.metavar or self.name or "").upper()
-
-    def display_type_rich(self, ctx: Context) -> str | None:
-        return None
-
-    def _usage_display_name(self) -> str:
-        return self.display_name_raw if self.required else f"[{self.display_name_raw}]"
-
-
-def name_values(root: Command) -> None:
-    """Help shows what a value is, never its Python type (``<str>``, ``<int>``): an option that takes a value and
-    has no metavar of its own shows its name (``--actor ACTOR``), a flag nothing, an argument its name alone."""
-    for command in _commands(root):
-        for param in command.params:
-            if isinstance(param, TyperArgument):
-                param.__class__ = NamedArgument  # the same parameter, shown the way Click shows arguments
-            elif isinstance(param, TyperOption) and param.metavar is None and param.name:
-                param.metavar = "" if param.is_flag or param.count else param.name.upper()
 
 
 class ErrorHandlingGroup(TyperGroup):

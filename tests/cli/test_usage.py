@@ -42,6 +42,10 @@ def test_help_names_values_not_types(path: list[str]) -> None:
     assert result.output.startswith(f"Usage: twofa {' '.join(path)}".rstrip())
     assert not TYPE_NOISE.findall(result.output), result.output
     assert "╭" not in result.output  # no boxes: the help reads the same in a terminal, a pipe and a log
+    for option, value in (("--org", "SLUG"), ("--email", "EMAIL")):  # the same option reads the same everywhere
+        for line in result.output.splitlines():
+            if line.strip().startswith(f"{option} "):
+                assert line.strip().startswith(f"{option} {value} "), line
 
 
 @pytest.mark.parametrize(
