@@ -7,7 +7,7 @@ import typer
 from cli import db, demo, orgs, policy, reminders, report, seed, serve, support, users, worker
 from cli.errors import ErrorHandlingGroup
 
-# Plain help (no panels): options read `--org SLUG`, never their Python type (see cli.errors.name_values).
+# Plain help (no panels): options read `--org SLUG`, never their Python type (see cli.help).
 app = typer.Typer(
     cls=ErrorHandlingGroup,
     name="twofa",
