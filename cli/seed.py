@@ -97,11 +97,18 @@ def _write(
     )
     with_app = [(i, s) for i, s in people if s.enrolled]
     if with_app:
-        devices = [
-            {"user_id": i, "secret_ciphertext": crypto.encrypt(totp.new_secret()), "created_at": s.joined}
-            for i, s in with_app
-        ]
-        session.execute(insert(TotpDevice), [d | {"confirmed_at": d["created_at"]} for d in devices])
+        session.execute(
+            insert(TotpDevice),
+            [
+                {
+                    "user_id": i,
+                    "secret_ciphertext": crypto.encrypt(totp.new_secret()),
+                    "created_at": s.joined,
+                    "confirmed_at": s.joined,
+                }
+                for i, s in with_app
+            ],
+        )
     for i, s in with_app:
         details = {"method": TwoFactorMethod.TOTP.value}
         audit.record(session, audit.Event.TWOFA_ENABLED, user_id=i, details=details, clock=FrozenClock(s.joined))
