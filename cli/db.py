@@ -10,7 +10,9 @@ app = typer.Typer(help="The database schema.", no_args_is_help=True)
 
 
 @app.command()
-def upgrade(revision: str = typer.Argument("head", help="The Alembic revision to move to.")) -> None:
+def upgrade(
+    revision: str = typer.Argument("head", metavar="REVISION", help="The Alembic revision to move to."),
+) -> None:
     """Create or migrate the schema (Alembic)."""
     from twofa import migrate  # Alembic, loaded by this command only
 

@@ -69,7 +69,7 @@ def _code_from_mail(outbox_dir: Path, to: str, seen: set[str], timeout: float = 
 
 
 def demo(
-    var: Path = typer.Option(PROJECT_ROOT / "var", help="Where the demo database, mail and files go."),
+    var: Path = typer.Option(PROJECT_ROOT / "var", metavar="DIR", help="Where the demo database, mail and files go."),
 ) -> None:
     """Run the help article end to end on SQLite, with mail written to files, and print what happened."""
     _prepare(var)

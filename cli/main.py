@@ -7,8 +7,13 @@ import typer
 from cli import db, demo, keys, orgs, policy, reminders, report, seed, serve, support, users, worker
 from cli.errors import ErrorHandlingGroup
 
+# Plain help (no panels): options read `--org SLUG`, never their Python type (see cli.help).
 app = typer.Typer(
-    cls=ErrorHandlingGroup, help="Wevion two-factor authentication: policy and audit service.", no_args_is_help=True
+    cls=ErrorHandlingGroup,
+    name="twofa",
+    help="Wevion two-factor authentication: policy and audit service.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(db.app, name="db")
 app.add_typer(orgs.app, name="org")
@@ -27,4 +32,4 @@ app.command("expire")(worker.expire)
 
 
 if __name__ == "__main__":
-    app()
+    app(prog_name="twofa")  # `python -m cli.main` is the same command

@@ -15,9 +15,11 @@ app = typer.Typer(help="Coverage reports.", no_args_is_help=True)
 
 @app.command()
 def weekly(
-    org: str = typer.Option(..., help="Organisation slug."),
-    week: str | None = typer.Option(None, help="ISO week, e.g. 2026-W47 (default: the last complete week)."),
-    out: Path = typer.Option(..., help="Directory for report.html and the CSV files."),
+    org: str = typer.Option(..., metavar="SLUG", help="The organisation."),
+    week: str | None = typer.Option(
+        None, metavar="WEEK", help="ISO week, e.g. 2026-W47 (default: the last complete week)."
+    ),
+    out: Path = typer.Option(..., metavar="DIR", help="Directory for report.html and the CSV files."),
 ) -> None:
     """Build one organisation's weekly report into a directory (no email; the Monday job mails them)."""
     # Imported here: every ``twofa`` command loads this module, and a worker must not carry pandas and matplotlib.

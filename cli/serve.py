@@ -36,11 +36,15 @@ def make_app() -> FastAPI:
 
 
 def serve(
-    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(8000, help="Port."),
-    workers: int = typer.Option(1, min=1, help="Server processes (each with its own event loop and pools)."),
+    host: str = typer.Option("127.0.0.1", metavar="ADDRESS", help="Address to listen on."),
+    port: int = typer.Option(8000, metavar="PORT", help="Port to listen on."),
+    workers: int = typer.Option(
+        1, min=1, metavar="N", help="Server processes (each with its own event loop and pools)."
+    ),
     access_log: bool = typer.Option(True, help="Log every request (leave it to the proxy in front, if it logs)."),
-    log_level: LogLevel = typer.Option(LogLevel.info, case_sensitive=False, help="The server's log level."),
+    log_level: LogLevel = typer.Option(
+        LogLevel.info, case_sensitive=False, metavar="LEVEL", help="critical, error, warning, info or debug."
+    ),
 ) -> None:
     """Run the HTTP API (uvicorn). Emails are handed to the Celery workers after each commit."""
     from api.server import ServerConfig, run_server

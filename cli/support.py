@@ -13,14 +13,14 @@ app = typer.Typer(help="Support operations (audited).", no_args_is_help=True)
 
 @app.command("reset-2fa")
 def reset_2fa(
-    email: str = typer.Option(..., help="The account whose 2FA is reset."),
-    operator: str = typer.Option(..., help="Your name, for the audit log."),
-    reason: str = typer.Option(..., help="Why (ticket, how identity was checked)."),
+    email: str = typer.Option(..., metavar="EMAIL", help="The account whose 2FA is reset."),
+    operator: str = typer.Option(..., metavar="NAME", help="Your name, for the audit log."),
+    reason: str = typer.Option(..., metavar="REASON", help="Why (ticket, how identity was checked)."),
 ) -> None:
-    """Turn a user's 2FA off after they lost their device and backup codes; the user is emailed."""
+    """Turn a user's 2FA off after they lost their device and backup codes (audited); the user is emailed."""
     with transaction() as session:
         user = accounts.get_user(session, email)
         if user is None:
             raise fail(f"no user {email!r}")
         manage.support_reset(session, user, operator=operator, reason=reason)
-    typer.echo(f"2FA reset for {email}; audited and the user was notified")
+    typer.echo(f"2FA reset for {user.email}; audited")

@@ -29,10 +29,12 @@ def check_queues(queues: str) -> str:
 
 def worker(
     queues: str = typer.Option(
-        DEFAULT_QUEUES, help="Comma-separated: otp, mail, scheduled, reports (reports never beside otp)."
+        DEFAULT_QUEUES,
+        metavar="QUEUES",
+        help="Comma-separated: otp, mail, scheduled, reports (reports never beside otp).",
     ),
-    concurrency: int = typer.Option(2, min=1, help="Worker processes."),
-    loglevel: str = typer.Option("INFO", help="Log level."),
+    concurrency: int = typer.Option(2, min=1, metavar="N", help="Worker processes."),
+    loglevel: str = typer.Option("INFO", metavar="LEVEL", help="DEBUG, INFO, WARNING, ERROR or CRITICAL."),
 ) -> None:
     """Start a Celery worker (same as `celery -A workers.app worker`)."""
     from twofa.settings import require_service_settings
@@ -44,9 +46,11 @@ def worker(
 
 
 def beat(
-    loglevel: str = typer.Option("INFO", help="Log level."),
+    loglevel: str = typer.Option("INFO", metavar="LEVEL", help="DEBUG, INFO, WARNING, ERROR or CRITICAL."),
     schedule: Path = typer.Option(
-        Path("celerybeat-schedule"), help="Where beat keeps the time each job last ran (a file it creates)."
+        Path("celerybeat-schedule"),
+        metavar="FILE",
+        help="Where beat keeps the time each job last ran (a file it creates).",
     ),
 ) -> None:
     """Start the beat scheduler (run exactly one; the jobs are safe to run twice anyway)."""

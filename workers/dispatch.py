@@ -25,21 +25,32 @@ class CeleryDispatcher:
         self.batch_size = batch_size
 
     def __call__(self, refs: Sequence[OutboxRef]) -> None:
+        self.hand_over(refs)
+
+    def hand_over(self, refs: Sequence[OutboxRef]) -> list[int]:
+        """Send the tasks for these rows; returns the ids of the rows the broker did not take (the sweeper's)."""
         bulk = [ref.id for ref in refs if ref.queue != outbox.OTP_QUEUE]
         singles = [ref for ref in refs if ref.queue == outbox.OTP_QUEUE]
         if len(bulk) == 1:
             singles.append(OutboxRef(bulk[0], outbox.MAIL_QUEUE))
             bulk = []
+        refused = []
         for ref in singles:
-            self._send(DELIVER_TASK, [ref.id], ref.queue)
+            if not self._send(DELIVER_TASK, [ref.id], ref.queue):
+                refused.append(ref.id)
         for i in range(0, len(bulk), self.batch_size):
-            self._send(DELIVER_BATCH_TASK, [bulk[i : i + self.batch_size]], outbox.MAIL_QUEUE)
+            batch = bulk[i : i + self.batch_size]
+            if not self._send(DELIVER_BATCH_TASK, [batch], outbox.MAIL_QUEUE):
+                refused.extend(batch)
+        return refused
 
-    def _send(self, task: str, args: list[object], queue: str) -> None:
+    def _send(self, task: str, args: list[object], queue: str) -> bool:
         try:
             self.app.send_task(task, args=args, queue=queue)
         except Exception:  # the rows are committed; the sweeper re-sends what the broker did not take
             log.warning("could not enqueue %s on %s; the outbox sweeper will retry", task, queue)
+            return False
+        return True
 
 
 def install(app: Celery | None = None) -> CeleryDispatcher:

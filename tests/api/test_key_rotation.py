@@ -59,7 +59,9 @@ def test_after_a_rotation_the_old_key_can_go(
         secrets[user.email], _ = enrol_totp(factory, user, server.clock)
     pending = make_user(factory, "pending@acme.io", clock=server.clock)
     with transaction(factory) as s:
-        pending_secret = enrolment.start_totp(s, pending, PASSWORD, clock=server.clock).secret  # set up, not yet confirmed
+        pending_secret = enrolment.start_totp(
+            s, pending, PASSWORD, clock=server.clock
+        ).secret  # set up, not yet confirmed
 
     use_keys(monkeypatch, NEW, old)
     status, out, err = rotate(monkeypatch, db_url, "--batch-size", "2")

@@ -70,3 +70,10 @@ def test_only_committed_mail_is_handed_to_the_queue(factory: sessionmaker[Sessio
         outbox.install_dispatcher(previous)
     with factory() as s:
         assert s.execute(select(OutboxMessage.to_address)).scalars().all() == ["kept@example.com"]
+
+
+def test_hand_over_names_the_rows_the_broker_did_not_take() -> None:
+    """What a command run by hand reports (cli.mail): the rows left to the sweeper, by id."""
+    refs = [OutboxRef(1, "otp"), *(OutboxRef(i, "mail") for i in (2, 3, 4))]
+    assert CeleryDispatcher(RecordingApp(fail=True), batch_size=2).hand_over(refs) == [1, 2, 3, 4]  # type: ignore[arg-type]
+    assert CeleryDispatcher(RecordingApp()).hand_over(refs) == []  # type: ignore[arg-type]
