@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from reports.extract import extract
 from reports.models import WeeklyReport
-from reports.render import Rendered, render
+from reports.render import CHART_CID, Rendered, render
 from reports.week import IsoWeek
 from twofa import outbox
 from twofa.clock import SYSTEM_CLOCK, Clock
@@ -19,10 +20,23 @@ from twofa.models import Membership, Organization, Role, User
 from twofa.settings import get_settings
 
 RECIPIENT_ROLES = (Role.OWNER.value, Role.ADMIN.value)
+SUMMARY_IN_MAIL = (
+    "coverage_pct",
+    "enrolled",
+    "in_scope",
+    "logins",
+    "verified",
+    "verified_pct",
+    "non_compliant",
+    "privileged_unverified_logins",
+    "privileged_unverified_members",
+)
 STALE_CLAIM = timedelta(minutes=30)  # a claim this old belongs to a build that died; another may take it over
 
 
 def build(session: Session, org: Organization, week: IsoWeek, now: datetime) -> Rendered:
+    """The report of ``week`` as of ``now``: the current week's is partial ("to date"); a week that has not begun
+    is refused (``WeekNotBegun``)."""
     return render(extract(session, org, week, now))
 
 
@@ -62,7 +76,8 @@ def claim(session: Session, org_id: int, week: IsoWeek, now: datetime) -> Weekly
 
 
 def send(session: Session, org: Organization, rendered: Rendered, clock: Clock = SYSTEM_CLOCK) -> int:
-    """One email per owner and admin, HTML body and CSVs attached, through the outbox. Returns the count."""
+    """One email per owner and admin, through the outbox: the report as the HTML body with its chart inline, the
+    report file and its CSVs attached. Returns the count."""
     recipients = session.execute(
         select(User.id, User.email)
         .join(Membership, Membership.user_id == User.id)
@@ -72,16 +87,24 @@ def send(session: Session, org: Organization, rendered: Rendered, clock: Clock =
     s = rendered.summary
     context = {
         "org_name": org.name,
-        "week": s["week"],
-        "coverage_pct": s["coverage_pct"] if s["coverage_pct"] is not None else "n/a",
-        "enrolled": s["enrolled"],
-        "in_scope": s["in_scope"],
-        "logins": s["logins"],
-        "verified_pct": s["verified_pct"] if s["verified_pct"] is not None else "n/a",
-        "non_compliant": s["non_compliant"],
-        "report_html": rendered.html,
+        "week": f"{s['week']} to date" if s["partial"] else s["week"],
+        "period": rendered.period,
+        **{k: s[k] for k in SUMMARY_IN_MAIL},
+        "report_html": rendered.email_html,
+        "inline_images": [
+            {
+                "cid": CHART_CID,
+                "mimetype": "image/png",
+                "filename": "trend.png",
+                "content_base64": base64.b64encode(rendered.chart_png).decode(),
+            }
+        ],
         "attachments": [
-            {"filename": name, "mimetype": "text/csv", "content": data.decode()} for name, data in rendered.csv.items()
+            {"filename": "report.html", "mimetype": "text/html", "content": rendered.html},
+            *(
+                {"filename": name, "mimetype": "text/csv", "content": data.decode()}
+                for name, data in rendered.csv.items()
+            ),
         ],
     }
     for user_id, email in recipients:
@@ -92,8 +115,12 @@ def send(session: Session, org: Organization, rendered: Rendered, clock: Clock =
 
 
 def build_and_send(session: Session, org_id: int, week: IsoWeek, clock: Clock = SYSTEM_CLOCK) -> str:
-    """The scheduled job for one organisation: claim, build, store the summary, mail. Safe to run twice."""
+    """The scheduled job for one organisation: claim, build, store the summary, mail. Safe to run twice.
+
+    Only a week that is over (``WeekNotOver``, ``WeekNotBegun``, before anything is written): a week is mailed
+    once, so a report to date would stand in for the full one."""
     now = clock.now()
+    week.require_over(now)
     row = claim(session, org_id, week, now)
     if row is None:
         return "skipped"
