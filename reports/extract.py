@@ -43,7 +43,7 @@ def _frame(rows: Sequence[tuple[Any, ...]], columns: list[str]) -> pd.DataFrame:
 
 def members(session: Session, org: Organization, now: datetime) -> pd.DataFrame:
     """Columns: user_id, email, role, method, enabled_at, verdict, reason, deadline, joined_at, reminders_sent
-    (the reminders sent by ``now``, as the verdict is the one at ``now``)."""
+    (the reminders sent before ``now``: the report's end, for a week that is over)."""
     verdicts = {v.user_id: v for v in evaluate(session, now, org_id=org.id)}
     reminders = dict(
         session.execute(
@@ -51,7 +51,7 @@ def members(session: Session, org: Organization, now: datetime) -> pd.DataFrame:
             .where(
                 OutboxMessage.org_id == org.id,
                 OutboxMessage.template == REMINDER,
-                OutboxMessage.created_at <= now,
+                OutboxMessage.created_at < now,
             )
             .group_by(OutboxMessage.user_id)
         ).all()
@@ -103,7 +103,7 @@ def members(session: Session, org: Organization, now: datetime) -> pd.DataFrame:
     )
 
 
-def logins(session: Session, org: Organization, week: IsoWeek) -> pd.DataFrame:
+def logins(session: Session, org: Organization, week: IsoWeek, until: datetime) -> pd.DataFrame:
     """One row per member with logins in the week. Columns: user_id, signed_in, verified, unverified,
     failed_password, failed_2fa, backup_codes_used."""
 
@@ -122,7 +122,7 @@ def logins(session: Session, org: Organization, week: IsoWeek) -> pd.DataFrame:
             count(and_(LoginHistory.outcome == Outcome.SUCCESS, LoginHistory.method == "backup_code")),
         )
         .join(Membership, and_(Membership.user_id == LoginHistory.user_id, Membership.org_id == org.id))
-        .where(LoginHistory.at >= week.start, LoginHistory.at < week.end)
+        .where(LoginHistory.at >= week.start, LoginHistory.at < min(until, week.end))
         .group_by(LoginHistory.user_id)
     )
     columns = ["user_id", "signed_in", "verified", "unverified", "failed_password", "failed_2fa", "backup_codes_used"]
@@ -130,12 +130,16 @@ def logins(session: Session, org: Organization, week: IsoWeek) -> pd.DataFrame:
     return frame.astype({c: "int64" for c in columns})
 
 
-def lockouts(session: Session, org: Organization, week: IsoWeek) -> pd.DataFrame:
+def lockouts(session: Session, org: Organization, week: IsoWeek, until: datetime) -> pd.DataFrame:
     """Columns: user_id, lockouts (second-factor lockouts in the week)."""
     rows = session.execute(
         select(AuditEvent.user_id, func.count())
         .join(Membership, and_(Membership.user_id == AuditEvent.user_id, Membership.org_id == org.id))
-        .where(AuditEvent.event == Event.SECOND_FACTOR_LOCKED, AuditEvent.at >= week.start, AuditEvent.at < week.end)
+        .where(
+            AuditEvent.event == Event.SECOND_FACTOR_LOCKED,
+            AuditEvent.at >= week.start,
+            AuditEvent.at < min(until, week.end),
+        )
         .group_by(AuditEvent.user_id)
     ).all()
     return _frame([tuple(r) for r in rows], ["user_id", "lockouts"]).astype({"user_id": "int64", "lockouts": "int64"})
@@ -182,14 +186,14 @@ def extract(session: Session, org: Organization, week: IsoWeek, now: datetime) -
     """What the report of ``week`` needs, as of ``now``; a week that has not begun is refused (``WeekNotBegun``)."""
     week.require_begun(now)
     as_of = min(now, week.end)
-    week_logins = logins(session, org, week)
+    week_logins = logins(session, org, week, as_of)
     return ReportData(
         org=org,
         week=week,
         as_of=as_of,
         members=members(session, org, as_of),
         logins=week_logins,
-        lockouts=lockouts(session, org, week),
+        lockouts=lockouts(session, org, week, as_of),
         trend_logins=trend_logins(session, org, week, week_logins),
-        toggles=toggles(session, org, week.end),
+        toggles=toggles(session, org, as_of),
     )

@@ -72,7 +72,7 @@ class IsoWeek:
         if now < self.start:
             current = IsoWeek.containing(now)
             raise WeekNotBegun(
-                f"week {self} has not begun: it starts on Monday {self.first_day:%-d %B %Y}"
+                f"week {self} has not begun: it starts on Monday {self.first_day.day} {self.first_day:%B %Y}"
                 f" (this is week {current})"
             )
 
@@ -80,7 +80,7 @@ class IsoWeek:
         self.require_begun(now)
         if now < self.end:
             raise WeekNotOver(
-                f"week {self} is not over until the end of Sunday {self.last_day:%-d %B %Y} (UTC);"
+                f"week {self} is not over until the end of Sunday {self.last_day.day} {self.last_day:%B %Y} (UTC);"
                 " its report is built and mailed after that"
             )
 

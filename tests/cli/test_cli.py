@@ -272,6 +272,11 @@ def test_report_weekly(cli: CliRunner, factory: sessionmaker[Session], clock: Fr
     assert (out / "report.html").exists() and len(list(out.glob("*.csv"))) == 6
     bad = cli.invoke(app, ["report", "weekly", "--org", "acme", "--week", "2026-47", "--out", str(out)])
     assert bad.exit_code == 2 and "not an ISO week" in bad.stderr
+    future = cli.invoke(app, ["report", "weekly", "--org", "acme", "--week", "2099-W01", "--out", str(tmp_path / "f")])
+    assert future.exit_code == 2 and future.stdout == ""
+    assert future.stderr.startswith("error: week 2099-W01 has not begun: it starts on Monday 29 December 2098")
+    assert future.stderr.endswith("[week_not_begun]\n") and future.stderr.count("\n") == 1
+    assert not (tmp_path / "f").exists()
 
 
 def test_seed_creates_sample_data_once(cli: CliRunner, factory: sessionmaker[Session]) -> None:
