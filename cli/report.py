@@ -16,7 +16,10 @@ app = typer.Typer(help="Coverage reports.", no_args_is_help=True)
 @app.command()
 def weekly(
     org: str = typer.Option(..., help="Organisation slug."),
-    week: str | None = typer.Option(None, help="ISO week, e.g. 2026-W47 (default: the last complete week)."),
+    week: str | None = typer.Option(
+        None,
+        help="ISO week, e.g. 2026-W47 (default: the last complete week; the current week gives its figures to date).",
+    ),
     out: Path = typer.Option(..., help="Directory for report.html and the CSV files."),
 ) -> None:
     """Build one organisation's weekly report into a directory (no email; the Monday job mails them)."""
@@ -30,7 +33,8 @@ def weekly(
         rendered = build(session, accounts.require_org(session, org), iso, now)
     paths = write(rendered, out)
     s = rendered.summary
+    name = f"{iso} to date" if s["partial"] else str(iso)
     typer.echo(
-        f"{org} {iso}: {s['enrolled']}/{s['in_scope']} enrolled, {s['logins']} sign-ins, {s['verified']} verified"
+        f"{org} {name}: {s['enrolled']}/{s['in_scope']} enrolled, {s['logins']} sign-ins, {s['verified']} verified"
     )
     typer.echo(f"wrote {paths[0]} and {len(paths) - 1} CSV files")
