@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from reports.extract import extract
 from reports.models import WeeklyReport
-from reports.render import CHART_CID, Rendered, render
+from reports.render import CHART_CID, Rendered, render, summarise
 from reports.week import IsoWeek
 from twofa import outbox
 from twofa.clock import SYSTEM_CLOCK, Clock
@@ -38,6 +39,11 @@ def build(session: Session, org: Organization, week: IsoWeek, now: datetime) -> 
     """The report of ``week`` as of ``now``: the current week's is partial ("to date"); a week that has not begun
     is refused (``WeekNotBegun``)."""
     return render(extract(session, org, week, now))
+
+
+def summary(session: Session, org: Organization, week: IsoWeek, now: datetime) -> dict[str, Any]:
+    """The headline figures of ``week``'s report as of ``now``, as ``build`` gives them, without rendering."""
+    return summarise(extract(session, org, week, now))
 
 
 def write(rendered: Rendered, directory: Path) -> list[Path]:

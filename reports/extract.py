@@ -103,7 +103,7 @@ def members(session: Session, org: Organization, now: datetime) -> pd.DataFrame:
     )
 
 
-def logins(session: Session, org: Organization, week: IsoWeek, until: datetime) -> pd.DataFrame:
+def logins(session: Session, org: Organization, week: IsoWeek) -> pd.DataFrame:
     """One row per member with logins in the week. Columns: user_id, signed_in, verified, unverified,
     failed_password, failed_2fa, backup_codes_used."""
 
@@ -122,7 +122,7 @@ def logins(session: Session, org: Organization, week: IsoWeek, until: datetime) 
             count(and_(LoginHistory.outcome == Outcome.SUCCESS, LoginHistory.method == "backup_code")),
         )
         .join(Membership, and_(Membership.user_id == LoginHistory.user_id, Membership.org_id == org.id))
-        .where(LoginHistory.at >= week.start, LoginHistory.at < min(until, week.end))
+        .where(LoginHistory.at >= week.start, LoginHistory.at < week.end)
         .group_by(LoginHistory.user_id)
     )
     columns = ["user_id", "signed_in", "verified", "unverified", "failed_password", "failed_2fa", "backup_codes_used"]
@@ -130,16 +130,12 @@ def logins(session: Session, org: Organization, week: IsoWeek, until: datetime) 
     return frame.astype({c: "int64" for c in columns})
 
 
-def lockouts(session: Session, org: Organization, week: IsoWeek, until: datetime) -> pd.DataFrame:
+def lockouts(session: Session, org: Organization, week: IsoWeek) -> pd.DataFrame:
     """Columns: user_id, lockouts (second-factor lockouts in the week)."""
     rows = session.execute(
         select(AuditEvent.user_id, func.count())
         .join(Membership, and_(Membership.user_id == AuditEvent.user_id, Membership.org_id == org.id))
-        .where(
-            AuditEvent.event == Event.SECOND_FACTOR_LOCKED,
-            AuditEvent.at >= week.start,
-            AuditEvent.at < min(until, week.end),
-        )
+        .where(AuditEvent.event == Event.SECOND_FACTOR_LOCKED, AuditEvent.at >= week.start, AuditEvent.at < week.end)
         .group_by(AuditEvent.user_id)
     ).all()
     return _frame([tuple(r) for r in rows], ["user_id", "lockouts"]).astype({"user_id": "int64", "lockouts": "int64"})
@@ -186,14 +182,14 @@ def extract(session: Session, org: Organization, week: IsoWeek, now: datetime) -
     """What the report of ``week`` needs, as of ``now``; a week that has not begun is refused (``WeekNotBegun``)."""
     week.require_begun(now)
     as_of = min(now, week.end)
-    week_logins = logins(session, org, week, as_of)
+    week_logins = logins(session, org, week)
     return ReportData(
         org=org,
         week=week,
         as_of=as_of,
         members=members(session, org, as_of),
         logins=week_logins,
-        lockouts=lockouts(session, org, week, as_of),
+        lockouts=lockouts(session, org, week),
         trend_logins=trend_logins(session, org, week, week_logins),
-        toggles=toggles(session, org, as_of),
+        toggles=toggles(session, org, week.end),
     )

@@ -63,13 +63,37 @@ def period(week: IsoWeek, as_of: datetime) -> str:
     return f"{_day(week.first_day)} to {_day(as_of)}, {as_of:%H:%M} UTC (the week ends on {_day(week.last_day)})"
 
 
-def render(data: ReportData) -> Rendered:
-    week = data.week
-    members = data.members.assign(
+def _members(data: ReportData) -> pd.DataFrame:
+    return data.members.assign(
         deadline=pd.to_datetime(data.members["deadline"], utc=True),
         joined_at=pd.to_datetime(data.members["joined_at"], utc=True),
         enabled_at=pd.to_datetime(data.members["enabled_at"], utc=True),
     )
+
+
+def _summary(data: ReportData, members: pd.DataFrame, activity: pd.DataFrame) -> dict[str, Any]:
+    week = data.week
+    summary = compute.summary(members, activity)
+    summary.update(
+        org=data.org.slug,
+        week=str(week),
+        first_day=week.first_day.isoformat(),
+        last_day=week.last_day.isoformat(),
+        partial=data.as_of < week.end,
+        as_of=f"{data.as_of:%Y-%m-%dT%H:%M:%SZ}",
+    )
+    return summary
+
+
+def summarise(data: ReportData) -> dict[str, Any]:
+    """The report's headline figures alone (``Rendered.summary``), without the chart, the HTML or the CSVs."""
+    members = _members(data)
+    return _summary(data, members, compute.activity(members, data.logins, data.lockouts))
+
+
+def render(data: ReportData) -> Rendered:
+    week = data.week
+    members = _members(data)
     toggles = data.toggles.assign(at=pd.to_datetime(data.toggles["at"], utc=True))
     by_role = compute.coverage_by_role(members)
     by_method = compute.coverage_by_method(members)
@@ -78,9 +102,8 @@ def render(data: ReportData) -> Rendered:
     privileged = compute.privileged_unverified(activity)
     weeks = [week.minus(n) for n in reversed(range(TREND_WEEKS))]
     trend = compute.trend(members, toggles, data.trend_logins, [pd.Timestamp(w.end) for w in weeks])
-    summary = compute.summary(members, activity)
-    partial = data.as_of < week.end
-    summary.update(week=str(week), org=data.org.slug, partial=partial, as_of=f"{data.as_of:%Y-%m-%dT%H:%M:%SZ}")
+    summary = _summary(data, members, activity)
+    partial = bool(summary["partial"])
     week_name = f"{week} to date" if partial else str(week)
 
     title = f"{data.org.name}: 2FA coverage and verified sign-ins"

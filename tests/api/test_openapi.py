@@ -25,6 +25,7 @@ EXPECTED = {
     ("get", "/api/v1/orgs/{slug}/2fa-policy"),
     ("put", "/api/v1/orgs/{slug}/2fa-policy"),
     ("get", "/api/v1/orgs/{slug}/2fa-coverage"),
+    ("get", "/api/v1/orgs/{slug}/reports/weekly"),
 }
 
 

@@ -260,18 +260,18 @@ def test_the_current_week_is_partial_and_a_future_week_is_refused(
 ) -> None:
     with factory() as s:
         org = s.execute(select(Organization).where(Organization.slug == "acme")).scalar_one()
-        thursday = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)  # the admin's backup-code sign-in is at 00:00 that day
-        r = build(s, org, W49, thursday)
+        sunday = datetime(2026, 12, 6, 23, 59, 59, tzinfo=UTC)  # the week's last sign-in is this second
+        r = build(s, org, W49, sunday)
         with pytest.raises(WeekNotBegun) as refused:
-            build(s, org, IsoWeek(2026, 50), thursday)
-    assert r.summary["partial"] is True and r.summary["as_of"] == "2026-12-03T10:00:00Z"
+            build(s, org, IsoWeek(2026, 50), sunday)
+    assert r.summary["partial"] is True and r.summary["as_of"] == "2026-12-06T23:59:59Z"
     assert (
-        "Week 2026-W49 to date: Monday 30 November 2026 to Thursday 3 December 2026, 10:00 UTC"
+        "Week 2026-W49 to date: Monday 30 November 2026 to Sunday 6 December 2026, 23:59 UTC"
         " (the week ends on Sunday 6 December 2026)." in r.html
     )
     assert "This week is not over: the figures are to date" in r.html
     assert "<td>2026-W49 (to date)</td>" in r.html and "Sign-ins this week to date" in r.html
-    assert r.summary["logins"] == 5  # owner 2 (Monday 00:00, Wednesday), admin 1, finance 2; not Friday's member
+    assert r.summary["logins"] == 7
     assert str(refused.value) == (
         "week 2026-W50 has not begun: it starts on Monday 7 December 2026 (this is week 2026-W49)"
     )
