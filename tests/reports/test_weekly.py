@@ -207,9 +207,13 @@ def test_built_and_sent_once(
     # What the text says is attached is attached: the report as one HTML file, and its tables as CSV.
     text = message.get_body(preferencelist=("plain",))
     assert text is not None
-    assert "The full report is attached as one HTML file (report.html), and its tables as CSV files." in (
-        text.get_content()
+    plain = text.get_content()
+    assert "The full report is attached as one HTML file (report.html), and its tables as CSV files." in plain
+    assert plain.startswith(
+        "Two-factor authentication in acme, week 2026-W49: Monday 30 November 2026 to Sunday 6 December 2026 (UTC)\n"
     )
+    assert "Sign-ins: 7, of which 4 (57.1%) verified with a second factor." in plain
+    assert "Privileged sign-ins without 2FA: 2 by 1 person." in plain
     attachments = {p.get_filename(): p for p in message.iter_attachments()}
     assert sorted(attachments) == sorted(
         [

@@ -170,3 +170,11 @@ def test_an_unrelated_admin_is_not_told_they_are_listed() -> None:
     assert "(you)" not in text and "You are on this list too" not in text
     _, text, _ = words("policy_escalation", org_name="Acme", overdue=[overdue(2)], email="ann@acme.io")
     assert "ann@acme.io (you) (owner)" in text and "You are on this list too" in text
+
+
+def test_a_weekly_report_with_nobody_in_scope_says_so() -> None:
+    sample = SAMPLE["weekly_report"] | {"in_scope": 0, "coverage_pct": "n/a", "logins": 0, "verified_pct": "n/a"}
+    subject, text, _ = words("weekly_report", **sample)
+    assert subject == "2FA coverage for Acme, week 2026-W48: nobody in scope"
+    assert "Enrolled: nobody is in scope of the policy. Sign-ins: none this week." in text
+    assert "n/a%" not in subject + text
