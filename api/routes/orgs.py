@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Path, Query
+from fastapi import Depends, Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.context import Ctx, Principal, get_ctx
 from api.errors import ApiError
 from api.routing import Router
-from api.schemas import CoverageResponse, PolicyResponse, PolicyUpdate, WeeklyReportResponse
+from api.schemas import CoverageResponse, PolicyResponse, PolicyUpdate
 from policies.rules import Policy, get_policy, set_policy
 from reports import compute
-from reports.build import summary
 from reports.extract import members
-from reports.week import IsoWeek
 from twofa import accounts
 from twofa.models import Membership, Organization
 
@@ -98,18 +96,3 @@ def coverage(slug: Slug, ctx: CtxDep) -> CoverageResponse:
             for role, row in by_role.iterrows()
         ],
     )
-
-
-@router.get("/orgs/{slug}/reports/weekly", response_model=WeeklyReportResponse)
-def weekly_report(
-    slug: Slug,
-    ctx: CtxDep,
-    week: Annotated[str | None, Query(max_length=16, description="ISO week, e.g. 2026-W47")] = None,
-) -> WeeklyReportResponse:
-    """The figures of a week's report, Monday to Sunday (UTC): by default the last complete week; the current
-    week's are to date (``partial``); a week that has not begun is refused (``week_not_begun``)."""
-    now = ctx.clock.now()
-    iso = IsoWeek.parse(week) if week is not None else IsoWeek.last_complete(now)
-    with ctx.unit() as s:
-        org = _managed_org(s, ctx.principal(s, api_key=True), slug)
-        return WeeklyReportResponse(**summary(s, org, iso, now))
