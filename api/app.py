@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api import errors
 from api.ratelimit import Limiter, MemoryLimiter, RedisLimiter
-from api.routes import account, auth, orgs, twofa_routes
+from api.routes import account, auth, orgs, twofa_routes, weekly
 from api.routing import close_slots
 from twofa.clock import SYSTEM_CLOCK, Clock
 from twofa.db import session_factory
@@ -68,7 +68,7 @@ def create_app(
     app.state.limiter = limiter or (RedisLimiter(settings.ratelimit_url) if settings.ratelimit_url else MemoryLimiter())
     errors.install(app)
 
-    for module in (auth, twofa_routes, account, orgs):
+    for module in (auth, twofa_routes, account, orgs, weekly):
         app.include_router(module.router, prefix=PREFIX)
 
     @app.get("/healthz", include_in_schema=False)

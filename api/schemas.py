@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -165,6 +165,33 @@ class PolicyResponse(BaseModel):
     after_deadline: str
     disable_grace_days: int
     enabled_at: datetime | None
+
+
+class WeeklyReportResponse(BaseModel):
+    """The headline figures of an organisation's weekly report (Monday to Sunday, UTC)."""
+
+    org: str
+    week: str = Field(examples=["2026-W47"])
+    first_day: date
+    last_day: date
+    partial: bool = Field(description="the week is not over: the figures are to date (as_of)")
+    as_of: datetime
+    members: int
+    in_scope: int
+    sso_managed: int
+    enrolled: int
+    coverage_pct: float | None
+    non_compliant: int
+    overdue: int
+    logins: int
+    verified: int
+    verified_pct: float | None
+    privileged_unverified_logins: int
+    privileged_unverified_members: int
+    backup_codes_used: int
+    failed_2fa: int
+    failed_password: int
+    lockouts: int
 
 
 class CoverageResponse(BaseModel):

@@ -82,7 +82,8 @@ def describe(verdict: Any) -> tuple[str, str]:
             f"deadline {verdict.deadline:%Y-%m-%d %H:%M}, {verdict.days_left} day(s) left ({verdict.reason})",
         )
     assert isinstance(verdict, Overdue)
-    return "overdue", f"deadline {verdict.deadline:%Y-%m-%d %H:%M}, {verdict.days} day(s) overdue ({verdict.reason})"
+    late = "less than a day" if verdict.days < 1 else f"{verdict.days} day{'' if verdict.days == 1 else 's'}"
+    return "overdue", f"deadline {verdict.deadline:%Y-%m-%d %H:%M}, {late} overdue ({verdict.reason})"
 
 
 @app.command()

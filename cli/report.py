@@ -17,7 +17,9 @@ app = typer.Typer(help="Coverage reports.", no_args_is_help=True)
 def weekly(
     org: str = typer.Option(..., metavar="SLUG", help="The organisation."),
     week: str | None = typer.Option(
-        None, metavar="WEEK", help="ISO week, e.g. 2026-W47 (default: the last complete week)."
+        None,
+        metavar="WEEK",
+        help="ISO week, e.g. 2026-W47 (default: the last complete week; the current week gives its figures to date).",
     ),
     out: Path = typer.Option(..., metavar="DIR", help="Directory for report.html and the CSV files."),
 ) -> None:
@@ -32,7 +34,8 @@ def weekly(
         rendered = build(session, accounts.require_org(session, org), iso, now)
     paths = write(rendered, out)
     s = rendered.summary
+    name = f"{iso} to date" if s["partial"] else str(iso)
     typer.echo(
-        f"{org} {iso}: {s['enrolled']}/{s['in_scope']} enrolled, {s['logins']} sign-ins, {s['verified']} verified"
+        f"{org} {name}: {s['enrolled']}/{s['in_scope']} enrolled, {s['logins']} sign-ins, {s['verified']} verified"
     )
     typer.echo(f"wrote {paths[0]} and {len(paths) - 1} CSV files")

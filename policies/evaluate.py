@@ -92,6 +92,7 @@ def _org_statement() -> Select[*tuple[Any, ...]]:
         OrgPolicy.escalate,
         OrgPolicy.reminder_days,
         OrgPolicy.enabled_at,
+        OrgPolicy.after_deadline,
     ).outerjoin(OrgPolicy, OrgPolicy.org_id == Organization.id)
 
 
@@ -107,6 +108,7 @@ class _OrgRules(NamedTuple):
     enabled_at: datetime
     escalate: bool
     reminder_days: tuple[int, ...]
+    enrol_only: bool  # after the deadline a sign-in may only set up 2FA (else: reminders only)
 
 
 def _org_rules(org: Any) -> _OrgRules:
@@ -124,6 +126,7 @@ def _org_rules(org: Any) -> _OrgRules:
         enabled_at=org.org_created_at if default else org.enabled_at,
         escalate=True if default else bool(org.escalate),
         reminder_days=DEFAULT.reminder_days if default else tuple(org.reminder_days),
+        enrol_only=(DEFAULT.after_deadline if default else org.after_deadline) == "enrol_only",
     )
 
 
@@ -157,7 +160,7 @@ def _verdict(
     reason = "totp_required" if twofa_method == "email" else "not_enrolled"
     if now < deadline:
         return Pending(deadline, math.ceil((deadline - now) / DAY), reason), since, base, stored
-    return Overdue(deadline, max(1, math.ceil((now - deadline) / DAY)), reason), since, base, stored
+    return Overdue(deadline, (now - deadline) // DAY, reason), since, base, stored
 
 
 def evaluate(
@@ -231,4 +234,5 @@ def evaluate(
             escalate=org.escalate,
             reminder_days=org.reminder_days,
             totp_only=totp_only,
+            enrol_only=org.enrol_only,
         )

@@ -83,6 +83,7 @@ def _reminder(verdict: MemberVerdict, stage: str) -> Planned:
             "deadline": f"{v.deadline:%Y-%m-%d %H:%M} UTC",
             "days_left": days_left,
             "email_allowed": not verdict.totp_only,
+            "enrol_only": verdict.enrol_only,
             "stage": stage,
         },
         stage=stage,
@@ -131,7 +132,11 @@ def _escalations(session: Session, overdue: Sequence[MemberVerdict], now: dateti
                 user_id=admin_id,
                 org_id=org_id,
                 dedupe_key=f"escalation:{org_id}:{admin_id}:{now:%Y%m%d}",
-                context={"org_name": members[0].org_name, "overdue": overdue_list},
+                context={
+                    "org_name": members[0].org_name,
+                    "overdue": overdue_list,
+                    "enrol_only": members[0].enrol_only,
+                },
                 stage="escalation",
             )
         )

@@ -29,7 +29,7 @@ class Pending:
 @dataclass(frozen=True)
 class Overdue:
     deadline: datetime
-    days: int
+    days: int  # whole days past the deadline: 0 during the first day
     reason: str = "not_enrolled"
     kind: str = "overdue"
 
@@ -53,3 +53,4 @@ class MemberVerdict:
     escalate: bool = True
     reminder_days: tuple[int, ...] = ()
     totp_only: bool = False
+    enrol_only: bool = True  # the policy's after_deadline: an overdue member's sign-in may only set up 2FA

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from reports.extract import extract
 from reports.models import WeeklyReport
-from reports.render import Rendered, render
+from reports.render import CHART_CID, Rendered, render, summarise
 from reports.week import IsoWeek
 from twofa import outbox
 from twofa.clock import SYSTEM_CLOCK, Clock
@@ -19,11 +21,29 @@ from twofa.models import Membership, Organization, Role, User
 from twofa.settings import get_settings
 
 RECIPIENT_ROLES = (Role.OWNER.value, Role.ADMIN.value)
+SUMMARY_IN_MAIL = (
+    "coverage_pct",
+    "enrolled",
+    "in_scope",
+    "logins",
+    "verified",
+    "verified_pct",
+    "non_compliant",
+    "privileged_unverified_logins",
+    "privileged_unverified_members",
+)
 STALE_CLAIM = timedelta(minutes=30)  # a claim this old belongs to a build that died; another may take it over
 
 
 def build(session: Session, org: Organization, week: IsoWeek, now: datetime) -> Rendered:
+    """The report of ``week`` as of ``now``: the current week's is partial ("to date"); a week that has not begun
+    is refused (``WeekNotBegun``)."""
     return render(extract(session, org, week, now))
+
+
+def summary(session: Session, org: Organization, week: IsoWeek, now: datetime) -> dict[str, Any]:
+    """The headline figures of ``week``'s report as of ``now``, as ``build`` gives them, without rendering."""
+    return summarise(extract(session, org, week, now))
 
 
 def write(rendered: Rendered, directory: Path) -> list[Path]:
@@ -38,7 +58,10 @@ def write(rendered: Rendered, directory: Path) -> list[Path]:
 
 
 def claim(session: Session, org_id: int, week: IsoWeek, now: datetime) -> WeeklyReport | None:
-    """Take the right to build this report; None when it is built, or being built by someone else."""
+    """Take the right to build this report; None when it is built, or being built by someone else. Only a week
+    that is over (``WeekNotOver``, ``WeekNotBegun``, before anything is written): a week is mailed once, so a report
+    to date would stand in for the full one."""
+    week.require_over(now)
     new_id = session.execute(
         conflict_insert(session, WeeklyReport)
         .values(org_id=org_id, week=str(week), status="building", claimed_at=now, summary={}, recipients=0)
@@ -62,7 +85,8 @@ def claim(session: Session, org_id: int, week: IsoWeek, now: datetime) -> Weekly
 
 
 def send(session: Session, org: Organization, rendered: Rendered, clock: Clock = SYSTEM_CLOCK) -> int:
-    """One email per owner and admin, HTML body and CSVs attached, through the outbox. Returns the count."""
+    """One email per owner and admin, through the outbox: the report as the HTML body with its chart inline, the
+    report file and its CSVs attached. Returns the count."""
     recipients = session.execute(
         select(User.id, User.email)
         .join(Membership, Membership.user_id == User.id)
@@ -72,16 +96,24 @@ def send(session: Session, org: Organization, rendered: Rendered, clock: Clock =
     s = rendered.summary
     context = {
         "org_name": org.name,
-        "week": s["week"],
-        "coverage_pct": s["coverage_pct"] if s["coverage_pct"] is not None else "n/a",
-        "enrolled": s["enrolled"],
-        "in_scope": s["in_scope"],
-        "logins": s["logins"],
-        "verified_pct": s["verified_pct"] if s["verified_pct"] is not None else "n/a",
-        "non_compliant": s["non_compliant"],
-        "report_html": rendered.html,
+        "week": f"{s['week']} to date" if s["partial"] else s["week"],
+        "period": rendered.period,
+        **{k: s[k] for k in SUMMARY_IN_MAIL},
+        "report_html": rendered.email_html,
+        "inline_images": [
+            {
+                "cid": CHART_CID,
+                "mimetype": "image/png",
+                "filename": "trend.png",
+                "content_base64": base64.b64encode(rendered.chart_png).decode(),
+            }
+        ],
         "attachments": [
-            {"filename": name, "mimetype": "text/csv", "content": data.decode()} for name, data in rendered.csv.items()
+            {"filename": "report.html", "mimetype": "text/html", "content": rendered.html},
+            *(
+                {"filename": name, "mimetype": "text/csv", "content": data.decode()}
+                for name, data in rendered.csv.items()
+            ),
         ],
     }
     for user_id, email in recipients:

@@ -127,6 +127,7 @@ def summary(members: pd.DataFrame, activity_frame: pd.DataFrame) -> dict[str, An
         "verified": verified,
         "verified_pct": round(100 * verified / signed_in, 1) if signed_in else None,
         "privileged_unverified_logins": int(activity_frame.loc[privileged, "unverified"].sum()),
+        "privileged_unverified_members": int((privileged & (activity_frame["unverified"] > 0)).sum()),
         "backup_codes_used": int(activity_frame["backup_codes_used"].sum()),
         "failed_2fa": int(activity_frame["failed_2fa"].sum()),
         "failed_password": int(activity_frame["failed_password"].sum()),

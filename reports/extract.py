@@ -29,6 +29,7 @@ TOGGLES = {Event.TWOFA_ENABLED: True, Event.TWOFA_DISABLED: False, Event.TWOFA_R
 class ReportData:
     org: Organization
     week: IsoWeek
+    as_of: datetime  # the week's end, or now for the current week (a partial report)
     members: pd.DataFrame
     logins: pd.DataFrame
     lockouts: pd.DataFrame
@@ -41,12 +42,17 @@ def _frame(rows: Sequence[tuple[Any, ...]], columns: list[str]) -> pd.DataFrame:
 
 
 def members(session: Session, org: Organization, now: datetime) -> pd.DataFrame:
-    """Columns: user_id, email, role, method, enabled_at, verdict, reason, deadline, joined_at, reminders_sent."""
+    """Columns: user_id, email, role, method, enabled_at, verdict, reason, deadline, joined_at, reminders_sent
+    (the reminders sent before ``now``: the report's end, for a week that is over)."""
     verdicts = {v.user_id: v for v in evaluate(session, now, org_id=org.id)}
     reminders = dict(
         session.execute(
             select(OutboxMessage.user_id, func.count())
-            .where(OutboxMessage.org_id == org.id, OutboxMessage.template == REMINDER)
+            .where(
+                OutboxMessage.org_id == org.id,
+                OutboxMessage.template == REMINDER,
+                OutboxMessage.created_at < now,
+            )
             .group_by(OutboxMessage.user_id)
         ).all()
     )
@@ -173,11 +179,15 @@ def toggles(session: Session, org: Organization, until: datetime) -> pd.DataFram
 
 
 def extract(session: Session, org: Organization, week: IsoWeek, now: datetime) -> ReportData:
+    """What the report of ``week`` needs, as of ``now``; a week that has not begun is refused (``WeekNotBegun``)."""
+    week.require_begun(now)
+    as_of = min(now, week.end)
     week_logins = logins(session, org, week)
     return ReportData(
         org=org,
         week=week,
-        members=members(session, org, min(now, week.end)),
+        as_of=as_of,
+        members=members(session, org, as_of),
         logins=week_logins,
         lockouts=lockouts(session, org, week),
         trend_logins=trend_logins(session, org, week, week_logins),

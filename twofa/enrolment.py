@@ -14,7 +14,7 @@ from twofa.accounts import is_managed_by_sso
 from twofa.clock import SYSTEM_CLOCK, Clock
 from twofa.errors import InvalidCode, ManagedBySso, NoPendingEnrolment, TwoFactorAlreadyEnabled
 from twofa.models import TotpDevice, TwoFactorMethod, User
-from twofa.notify import Template, notify
+from twofa.notify import BackupCodePurpose, Template, notify
 from twofa.settings import get_settings
 from twofa.throttle import lock_user
 
@@ -34,7 +34,7 @@ def start_totp(
     """A new pending seed (replacing any earlier unconfirmed one) with its key URI and QR code."""
     user = lock_user(session, user.id)
     _check_can_enrol(session, user, TwoFactorMethod.TOTP)
-    second_factor.confirm_person(session, user, password, code, clock=clock)
+    second_factor.confirm_person(session, user, password, code, purpose=BackupCodePurpose.CHANGE_FACTOR, clock=clock)
     secret = totp.new_secret()
     uri = totp.provisioning_uri(secret, user.email, get_settings().issuer)
     device = session.execute(select(TotpDevice).where(TotpDevice.user_id == user.id)).scalar_one_or_none()

@@ -13,7 +13,7 @@ from twofa.accounts import is_managed_by_sso
 from twofa.clock import SYSTEM_CLOCK, Clock
 from twofa.errors import InvalidInput, ManagedBySso, TwoFactorNotEnabled
 from twofa.models import EmailOtp, TotpDevice, User
-from twofa.notify import Template, notify
+from twofa.notify import BackupCodePurpose, Template, notify
 from twofa.throttle import lock_user
 
 
@@ -65,7 +65,9 @@ def disable(
         raise ManagedBySso()
     if user.twofa_method is None:
         raise TwoFactorNotEnabled()
-    method = second_factor.confirm_person(session, user, password, code, clock=clock)
+    method = second_factor.confirm_person(
+        session, user, password, code, purpose=BackupCodePurpose.DISABLE_2FA, clock=clock
+    )
     _turn_off(session, user, clock)
     sessions.revoke_others(session, user.id, current_session, clock=clock)
     audit.record(session, audit.Event.TWOFA_DISABLED, user_id=user.id, details={"confirmed_with": method}, clock=clock)

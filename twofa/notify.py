@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -24,6 +25,16 @@ class Template:
     SECOND_FACTOR_LOCKED = "second_factor_locked"
 
 
+class BackupCodePurpose(StrEnum):
+    """What a backup code was used for: the ``purpose`` of ``Template.BACKUP_CODE_USED``, named in its mail.
+    Without one the mail says only that a code was used."""
+
+    SIGN_IN = "sign_in"
+    DISABLE_2FA = "disable_2fa"
+    CHANGE_FACTOR = "change_factor"  # setting up or switching to another second factor
+    REAUTHENTICATE = "reauthenticate"  # confirming it is the person before a change to the account's protection
+
+
 def notify(
     session: Session,
     user: User,
@@ -34,4 +45,7 @@ def notify(
 ) -> None:
     ctx = {"email": user.email, "issuer": get_settings().issuer, "at": clock.now().strftime("%Y-%m-%d %H:%M UTC")}
     ctx.update(context or {})
+    if template == Template.BACKUP_CODE_USED and ctx.get("purpose") is not None:
+        # A typo would otherwise mail the generic wording without a word of complaint.
+        ctx["purpose"] = BackupCodePurpose(ctx["purpose"]).value
     outbox.enqueue(session, template=template, to=user.email, context=ctx, user_id=user.id, clock=clock)

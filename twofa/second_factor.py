@@ -22,7 +22,7 @@ from twofa.errors import (
     recorded,
 )
 from twofa.models import TotpDevice, User
-from twofa.notify import Template, notify
+from twofa.notify import BackupCodePurpose, Template, notify
 from twofa.passwords import verify_password
 from twofa.settings import get_settings
 
@@ -83,6 +83,7 @@ def verify(
     method: str | None = None,
     challenge_id: int | None = None,
     allow_backup: bool = True,
+    purpose: BackupCodePurpose = BackupCodePurpose.SIGN_IN,
     clock: Clock = SYSTEM_CLOCK,
 ) -> Method:
     """Check ``code`` for the user's second factor; returns the method that accepted it. ``user`` must be locked
@@ -99,11 +100,11 @@ def verify(
         if chosen is Method.TOTP:
             verify_totp(session, user, code, clock)
         elif chosen is Method.EMAIL:
-            purpose = email_otp.LOGIN if challenge_id is not None else email_otp.CONFIRM
-            email_otp.verify(session, user, code, purpose, challenge_id=challenge_id, clock=clock)
+            kind = email_otp.LOGIN if challenge_id is not None else email_otp.CONFIRM
+            email_otp.verify(session, user, code, kind, challenge_id=challenge_id, clock=clock)
         else:
             left = backup_codes.use(session, user, code, clock)
-            _tell_backup_code_used(session, user, left, clock)
+            _tell_backup_code_used(session, user, left, purpose, clock)
     except (MalformedCode, CodeReused, BackupCodeUsed):
         raise  # not a guess: a typo, or a replay of a code that was right
     except InvalidCode as exc:
@@ -130,6 +131,7 @@ def confirm_person(
     code: str | None,
     *,
     allow_backup: bool = True,
+    purpose: BackupCodePurpose = BackupCodePurpose.REAUTHENTICATE,
     clock: Clock = SYSTEM_CLOCK,
 ) -> Method | None:
     """The person, not just a session, before a change to how the account is protected: the password, and while 2FA
@@ -145,14 +147,14 @@ def confirm_person(
     if not code:
         raise MalformedCode("a current code from your app or email (or a backup code) is needed here")
     try:
-        return verify(session, user, code, allow_backup=allow_backup, clock=clock)
+        return verify(session, user, code, allow_backup=allow_backup, purpose=purpose, clock=clock)
     except InvalidCode as exc:
         if isinstance(exc, CodeReused | BackupCodeUsed):
             raise
         raise recorded(InvalidCredentials(NOT_THE_PERSON)) from None
 
 
-def _tell_backup_code_used(session: Session, user: User, left: int, clock: Clock) -> None:
-    notify(session, user, Template.BACKUP_CODE_USED, {"remaining": left}, clock=clock)
-    if left <= get_settings().backup_codes_low_warning:
-        notify(session, user, Template.BACKUP_CODES_LOW, {"remaining": left}, clock=clock)
+def _tell_backup_code_used(session: Session, user: User, left: int, purpose: BackupCodePurpose, clock: Clock) -> None:
+    notify(session, user, Template.BACKUP_CODE_USED, {"remaining": left, "purpose": purpose}, clock=clock)
+    if left <= get_settings().backup_codes_low_warning and purpose is not BackupCodePurpose.DISABLE_2FA:
+        notify(session, user, Template.BACKUP_CODES_LOW, {"remaining": left}, clock=clock)  # void after a disable

@@ -22,6 +22,7 @@ EXPECTED = {
     ("post", "/api/v1/auth/logout"),
     ("post", "/api/v1/api-keys"),
     ("get", "/api/v1/api-keys"),
+    ("get", "/api/v1/orgs/{slug}/reports/weekly"),
     ("delete", "/api/v1/api-keys/{key_id}"),
     ("get", "/api/v1/orgs/{slug}/2fa-policy"),
     ("put", "/api/v1/orgs/{slug}/2fa-policy"),

@@ -242,16 +242,27 @@ def test_reminders_dry_run_writes_nothing(cli: CliRunner, factory: sessionmaker[
 
 
 def test_report_weekly(cli: CliRunner, factory: sessionmaker[Session], clock: FrozenClock, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from reports.week import IsoWeek
     from tests.helpers import make_user
 
     make_user(factory, "owner@acme.io", role="owner", clock=clock)
     out = tmp_path / "r"
-    result = cli.invoke(app, ["report", "weekly", "--org", "acme", "--week", "2026-W49", "--out", str(out)])
+    result = cli.invoke(app, ["report", "weekly", "--org", "acme", "--week", "2026-W40", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("acme 2026-W49: 0/1 enrolled, 0 sign-ins, 0 verified")
+    assert result.output.startswith("acme 2026-W40: 0/1 enrolled, 0 sign-ins, 0 verified")
     assert (out / "report.html").exists() and len(list(out.glob("*.csv"))) == 6
     bad = cli.invoke(app, ["report", "weekly", "--org", "acme", "--week", "2026-47", "--out", str(out)])
     assert bad.exit_code == 2 and "not an ISO week" in bad.stderr
+    this_week = str(IsoWeek.containing(datetime.now(UTC)))
+    now = cli.invoke(app, ["report", "weekly", "--org", "acme", "--week", this_week, "--out", str(tmp_path / "n")])
+    assert now.exit_code == 0 and now.output.startswith(f"acme {this_week} to date: 0/1 enrolled"), now.output
+    future = cli.invoke(app, ["report", "weekly", "--org", "acme", "--week", "2099-W01", "--out", str(tmp_path / "f")])
+    assert future.exit_code == 2 and future.stdout == ""
+    assert future.stderr.startswith("error: week 2099-W01 has not begun: it starts on Monday 29 December 2098")
+    assert future.stderr.endswith("[week_not_begun]\n") and future.stderr.count("\n") == 1
+    assert not (tmp_path / "f").exists()
 
 
 def test_served_app_hands_mail_to_celery_and_keeps_its_start_up_from_the_collector() -> None:
@@ -309,3 +320,18 @@ def test_a_worker_never_takes_email_codes_beside_reports(queues: str, message: s
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+
+
+def test_policy_check_says_whole_days_overdue(cli: CliRunner, factory: sessionmaker[Session]) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from tests.helpers import make_user
+
+    now = datetime.now(UTC)
+    make_user(factory, "later@acme.io", role="admin", clock=FrozenClock(now - timedelta(days=16, hours=1)))
+    make_user(factory, "late@acme.io", role="owner", clock=FrozenClock(now - timedelta(days=14, hours=1)))
+    result = cli.invoke(app, ["policy", "check", "--org", "acme"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[1]: line for line in result.output.splitlines() if "@" in line}
+    assert "less than a day overdue (not_enrolled)" in lines["late@acme.io"]
+    assert "2 days overdue (not_enrolled)" in lines["later@acme.io"]

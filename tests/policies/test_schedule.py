@@ -105,7 +105,9 @@ def test_thirty_days_of_reminders_and_escalations(factory: sessionmaker[Session]
             "owner@acme.io",
             "prom@acme.io",
         ]
-        assert summaries[-1].context["overdue"][0]["days_overdue"] == 15
+        # Whole days past the deadline (day 14, 09:00): less than a day at the first run, 14 two weeks later
+        assert summaries[0].context["overdue"][0]["days_overdue"] == 0
+        assert summaries[-1].context["overdue"][0]["days_overdue"] == 14
         audited = s.execute(select(AuditEvent.event).where(AuditEvent.event.like("policy_%"))).scalars().all()
     assert audited.count("policy_reminder_sent") == 21 and audited.count("policy_escalation_sent") == 6
     assert sent(factory) == log

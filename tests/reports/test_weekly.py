@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -184,9 +185,40 @@ def test_built_and_sent_once(
     assert sorted(str(m["To"]) for m in reports) == ["admin@acme.io", "owner@acme.io"]
     message = parsed(reports[0])
     assert str(message["Subject"]) == "2FA coverage for acme, week 2026-W49: 75.0% enrolled"
-    names = sorted(p.get_filename() for p in message.iter_attachments())
-    assert names == sorted(
+    assert [p.get_content_type() for p in message.walk()][:5] == [
+        "multipart/mixed",
+        "multipart/alternative",
+        "text/plain",
+        "multipart/related",
+        "text/html",
+    ]
+    # The HTML part is one document, showing the chart from the part its cid: names (Gmail and Outlook block data:)
+    body = message.get_body(preferencelist=("html",))
+    assert body is not None
+    html = body.get_content()
+    assert html.count("<html") == 1 and html.lstrip().startswith("<!doctype html>") and "data:image" not in html
+    cid = re.search(r'<img [^>]*src="cid:([^"]+)"', html)
+    assert cid is not None
+    related = message.get_payload()[0].get_payload()[1]
+    assert related.get_content_type() == "multipart/related" and related.get_param("type") == "text/html"
+    [image] = [p for p in related.iter_parts() if p["Content-ID"] == f"<{cid[1]}>"]
+    assert image.get_content_type() == "image/png" and image.get_content_disposition() == "inline"
+    assert image.get_content() == rendered_chart(factory)
+    assert "as an owner or admin of acme" in html
+    # What the text says is attached is attached: the report as one HTML file, and its tables as CSV.
+    text = message.get_body(preferencelist=("plain",))
+    assert text is not None
+    plain = text.get_content()
+    assert "The full report is attached as one HTML file (report.html), and its tables as CSV files." in plain
+    assert plain.startswith(
+        "Two-factor authentication in acme, week 2026-W49: Monday 30 November 2026 to Sunday 6 December 2026 (UTC)\n"
+    )
+    assert "Sign-ins: 7, of which 4 (57.1%) verified with a second factor." in plain
+    assert "Privileged sign-ins without 2FA: 2 by 1 person." in plain
+    attachments = {p.get_filename(): p for p in message.iter_attachments()}
+    assert sorted(attachments) == sorted(
         [
+            "report.html",
             "activity.csv",
             "coverage_by_method.csv",
             "coverage_by_role.csv",
@@ -195,8 +227,14 @@ def test_built_and_sent_once(
             "trend.csv",
         ]
     )
-    html = message.get_body(preferencelist=("html",))
-    assert html is not None and "data:image/png;base64," in html.get_content()
+    report_file = attachments["report.html"].get_content()
+    assert attachments["report.html"].get_content_type() == "text/html"
+    assert report_file == (tmp_path / "acme" / "2026-W49" / "report.html").read_text()
+    assert "data:image/png;base64," in report_file and "cid:" not in report_file
+
+
+def rendered_chart(factory: sessionmaker[Session]) -> bytes:
+    return bytes(report(factory, "acme").chart_png)
 
 
 def test_write_and_week_parsing(factory: sessionmaker[Session], acme: dict[str, User], tmp_path: Path) -> None:

@@ -56,7 +56,7 @@ def test_login_with_a_backup_code_once(
     with factory() as s:
         events = s.execute(select(AuditEvent.event).order_by(AuditEvent.id)).scalars().all()
     assert events.count("backup_code_used") == 1 and events.count("backup_code_reuse_refused") == 1
-    assert "A backup code was used to sign in" in subjects(mailbox, user.email)
+    assert [s for s in subjects(mailbox, user.email) if s.startswith("A backup code was used to sign in")]
 
 
 def test_few_left_warns(factory: sessionmaker[Session], clock: FrozenClock, mailbox: MemoryBackend) -> None:

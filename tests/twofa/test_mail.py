@@ -44,10 +44,14 @@ SAMPLE: dict[str, dict[str, Any]] = {
         "coverage_pct": 80,
         "enrolled": 4,
         "in_scope": 5,
+        "period": "Monday 23 November 2026 to Sunday 29 November 2026 (UTC)",
         "logins": 10,
+        "verified": 9,
         "verified_pct": 90,
+        "privileged_unverified_logins": 1,
+        "privileged_unverified_members": 1,
         "non_compliant": 1,
-        "report_html": "<h1>Report</h1>",
+        "report_html": "<!doctype html><html><body><h1>Report</h1></body></html>",
     },
 }
 BASE = {"email": "user@example.com", "issuer": "Wevion", "at": "2026-11-30 10:00 UTC"}
