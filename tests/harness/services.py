@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -296,6 +297,7 @@ class Worker:
     queues: str = "otp,mail,scheduled"
     concurrency: int = 1
     extra_args: list[str] = field(default_factory=list)  # appended to the celery command line
+    nice: int = 0  # started under nice(1), as deploy/systemd's report worker runs (Nice=)
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def start(self, timeout: float = 60) -> Worker:
@@ -321,9 +323,11 @@ class Worker:
 
     def _command(self) -> list[str]:
         common = ["--queues", self.queues, "--concurrency", str(self.concurrency), "--loglevel", "INFO"]
+        niced = ["nice", "-n", str(self.nice)] if self.nice else []
         if self.twofa:
-            return [sys.executable, "-m", "cli.main", "worker", *common]
+            return [*niced, sys.executable, "-m", "cli.main", "worker", *common]
         return [
+            *niced,
             *(sys.executable, "-m", "celery", "-A", self.app, "worker", *common, "--pool", "prefork"),
             *("--without-gossip", "--without-mingle", "--without-heartbeat"),
             *("--hostname", f"it-{secrets.token_hex(3)}@%h", *self.extra_args),
@@ -356,3 +360,54 @@ class Worker:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+@dataclass
+class ApiServer:
+    """``twofa serve`` (uvicorn, as deployed) as its own process group, without access log, its log in a file."""
+
+    env: dict[str, str]
+    log_path: Path
+    workers: int = 1
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> ApiServer:
+        command = ["serve", "--port", str(self.port), "--workers", str(self.workers), "--no-access-log"]
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "cli.main", *command, "--log-level", "warning"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_for(self._answers, timeout, interval=0.1, what="twofa serve to answer /healthz")
+        return self
+
+    def _answers(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"twofa serve exited: {self.log_path.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(self.url + "/healthz", timeout=2) as answer:  # noqa: S310  (loopback)
+                return bool(answer.status == 200)
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
