@@ -66,7 +66,7 @@ from celery import Celery
 from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
-import policies  # noqa: F401  (registers the policy tables and the login gate, as every edge does)
+import policies  # noqa: F401  (registers the policy tables, as every edge does)
 from bench.common import CpuMeter
 from policies import reminders
 from policies.evaluate import _statement
@@ -152,15 +152,28 @@ def generate(members: int, orgs: int, now: datetime, password_hash: str) -> Popu
 
     rng = random.Random(SEED + members)
     pop = Population()
+    sso = _add_orgs(pop, rng, orgs, now)
+    _add_policies(pop, rng, [j for j in range(1, orgs + 1) if j not in sso], now)
+    n_users = members - members // 20
+    _add_users(pop, rng, n_users, now, password_hash)
+    _add_memberships(pop, rng, _org_sizes(rng, members, orgs), n_users, now)
+    return pop
+
+
+def _add_orgs(pop: Population, rng: Any, orgs: int, now: datetime) -> set[int]:
+    """The organisations; the ids of those on SSO."""
     sso = set()
     for j in range(1, orgs + 1):
         idp = rng.choice(("okta", "azure-ad")) if rng.random() < 0.02 else None
         if idp:
             sso.add(j)
         pop.orgs.append((j, f"org-{j}", f"Organisation {j}", idp, now - rng.uniform(90, 1500) * DAY))
-    org_created = {row[0]: row[4] for row in pop.orgs}
+    return sso
 
-    for k, org_id in enumerate(rng.sample([j for j in range(1, orgs + 1) if j not in sso], 60)):
+
+def _add_policies(pop: Population, rng: Any, candidates: list[int], now: datetime) -> None:
+    org_created = {row[0]: row[4] for row in pop.orgs}
+    for k, org_id in enumerate(rng.sample(candidates, 60)):
         enabled_at = org_created[org_id]
         if k < 15:
             kind, required, grace, days, escalate = set(DEFAULT_ROLES), False, 14, [7, 3, 1], True
@@ -181,7 +194,8 @@ def generate(members: int, orgs: int, now: datetime, password_hash: str) -> Popu
         )
         pop.policy_roles += [(org_id, role, role in totp_only) for role in sorted(kind)]
 
-    n_users = members - members // 20
+
+def _add_users(pop: Population, rng: Any, n_users: int, now: datetime, password_hash: str) -> None:
     for u in range(1, n_users + 1):
         x = rng.random()
         method = None if x < 0.40 else ("totp" if x < 0.88 else "email")
@@ -196,7 +210,10 @@ def generate(members: int, orgs: int, now: datetime, password_hash: str) -> Popu
             at = now - rng.uniform(0, 30) * DAY
             pop.audit.append((len(pop.audit) + 1, at, "2fa_reset_by_support", u, None, "support:bench", "{}"))
 
-    org_of = [j + 1 for j, size in enumerate(_org_sizes(rng, members, orgs)) for _ in range(size)]
+
+def _add_memberships(pop: Population, rng: Any, sizes: list[int], n_users: int, now: datetime) -> None:
+    """The first ``n_users`` memberships, one per user; the rest to users who already belong elsewhere."""
+    org_of = [j + 1 for j, size in enumerate(sizes) for _ in range(size)]
     rng.shuffle(org_of)
     in_org: dict[int, set[int]] = {}
     for i, org_id in enumerate(org_of):
@@ -212,7 +229,6 @@ def generate(members: int, orgs: int, now: datetime, password_hash: str) -> Popu
         joined = now - rng.uniform(0, 60) * DAY
         changed = joined + (now - joined) * rng.random() if rng.random() < 0.05 else None
         pop.memberships.append((i + 1, org_id, user_id, role, joined, changed))
-    return pop
 
 
 def due_population(count: int, now: datetime, password_hash: str) -> Population:
