@@ -23,7 +23,7 @@ def make_app() -> FastAPI:
     """The application as each server process builds it: the API, with emails handed to the Celery workers after
     each commit. (The API package itself knows no queue; this edge connects the two.) What the process has made by
     then is frozen out of the garbage collector's reach (``twofa.heap``): a full collection would otherwise hold up
-    the requests in flight for about 100 ms."""
+    the requests in flight."""
     from api.app import create_app
     from twofa.heap import freeze_startup_objects
     from twofa.settings import require_secret_key

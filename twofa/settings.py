@@ -59,8 +59,7 @@ class Settings(BaseSettings):
 
     # Requests of one API server process that may run their (synchronous) database work at once; the others wait
     # their turn in the queue of its slot threads (api.routing). Under the GIL, more threads than this contend
-    # rather than overlap: on 2 vCPUs, 4 gave 14% more sign-ins per second than 40 and half the p99. Raise it when
-    # the database is far away.
+    # rather than overlap (bench/README.md); raise it when the database is far away.
     api_concurrency: int = Field(default=4, ge=1, le=256)
 
     login_challenge_ttl: int = 600

@@ -43,7 +43,7 @@ def _queue_mail_after_commits(sender: Any, **_: Any) -> None:
 def _freeze_startup_objects(**_: Any) -> None:
     """Start-up frozen out of the garbage collector's reach (``twofa.heap``): full collections in the main process,
     which receives and acknowledges every message, and in each pool child, which inherits the frozen objects, then
-    skip it instead of holding up the email codes in flight for about 100 ms. Celery sends this signal once the app
+    skip it instead of holding up the email codes in flight. Celery sends this signal once the app
     is finalised and logging set up, before the pool forks; a worker run inside another process for tests
     (``celery.contrib.testing``) does not send it, so a test run is never frozen."""
     logger.info("froze %d objects made at start-up: garbage collections skip them", freeze_startup_objects())

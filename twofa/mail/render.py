@@ -42,8 +42,8 @@ def render(template: str, context: dict[str, Any]) -> tuple[str, str, str]:
 
 class _Compat32(Compat32):
     """``compat32``, with a short cut for the headers this module writes: a one-line ASCII value that fits is written as
-    it is, which is what ``Header`` folding produces for it, without building a ``Header`` per header (about 30 µs
-    each, a third of the CPU that building and writing an email costs). Anything else is folded as before."""
+    it is, which is what ``Header`` folding produces for it, without building a ``Header`` per header (the largest
+    part of what writing an email costs). Anything else is folded as before."""
 
     def _as_is(self, name: str, value: object) -> str | None:
         if (
@@ -79,8 +79,8 @@ def build_message(
     """A text + HTML message. ``message_id`` is stored with the outbox row, so a retry carries the same one (but an
     email code's, which ``delivery.code_message_id`` makes anew with each attempt's new code).
 
-    Built with ``email.mime`` (the compat32 policy): the header registry of ``EmailMessage`` costs about 1.5 ms a
-    message, more than rendering, and bulk mail is sent by the thousand.
+    Built with ``email.mime`` (the compat32 policy): the header registry of ``EmailMessage`` costs more a message than
+    rendering, and bulk mail is sent by the thousand.
     """
     settings = get_settings()
     # Every template may use these; the caller's context wins.
