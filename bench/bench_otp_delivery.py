@@ -292,7 +292,7 @@ def check_outbox(b: Run) -> None:
 def run(b: Run) -> None:
     say(f"host: {os.cpu_count()} CPUs, load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     b.worker("worker", f"otp,mail,{BENCH_QUEUE}", b.args.concurrency)
-    hostname = next(iter(b.client.control.ping(timeout=5, limit=1)[0]))
+    hostname = next(iter((b.client.control.ping(timeout=5, limit=1) or [{}])[0]))
     burst(SignIns(b.api.port), b.users(30), 4)  # warm-up: pool children connected, templates compiled
     wait_for(lambda: b.smtp.count() >= 30, 60, what="the warm-up's emails")
     phase_ratio(b, hostname)
@@ -308,6 +308,11 @@ def run(b: Run) -> None:
         "nothing_lost": res["nothing_lost"] and res["outbox_retried"] == 0,
     }
     res["disturbed_phases"] = b.disturbed
+
+
+def stop_workers(b: Run) -> None:
+    for w in b.workers:
+        w.stop()
 
 
 @contextlib.contextmanager
@@ -328,7 +333,7 @@ def services(args: argparse.Namespace) -> Iterator[Run]:
         client.conf.update(broker_url=redis_server.url, task_create_missing_queues=True)  # the bench queue
         stack.callback(client.close)
         b = Run(args, tmp, redis_server, db_url, smtp, api, client)
-        stack.callback(lambda: [w.stop() for w in b.workers])  # before the database is dropped and Redis stopped
+        stack.callback(stop_workers, b)  # before the database is dropped and Redis stopped
         yield b
 
 

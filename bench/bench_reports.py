@@ -243,11 +243,18 @@ def print_summary(measured: list[dict[str, Any]]) -> None:
         )
 
 
+def r1(x: float) -> float:
+    return round(x, 1)
+
+
+def r3(x: float) -> float:
+    return round(x, 3)
+
+
 def result(args: argparse.Namespace, measured: list[dict[str, Any]]) -> dict[str, Any]:
     """The JSON line: the main size in full, every size in short, the goals."""
     main_m = measured[0]
     report_s, sql_s, arrow_s = main_m["report"]["s"], main_m["sql"]["s"], main_m["arrow"]["s"]
-    r1, r3 = (lambda x: round(x, 1)), (lambda x: round(x, 3))
     return {
         "members": main_m["members"],
         "events": main_m["events"],
