@@ -47,6 +47,8 @@ def _role(rng: Any) -> str:
 
 def _org_sizes(rng: Any, members: int, orgs: int) -> list[int]:
     """Skewed sizes (log-normal): many small organisations, a few large ones; at least 3 members each."""
+    if members < 3 * orgs:
+        raise ValueError(f"{members} members cannot fill {orgs} organisations of at least 3")
     weights = [rng.lognormvariate(0.0, 1.0) for _ in range(orgs)]
     total = sum(weights)
     sizes = [max(3, round(members * w / total)) for w in weights]
