@@ -181,9 +181,11 @@ def held(client: Celery, queue: str, hostname: str) -> Iterator[list[float]]:
     list yields when it did."""
     resumed: list[float] = []
     client.control.cancel_consumer(queue, destination=[hostname], reply=True, timeout=10)
-    yield resumed
-    resumed.append(time.monotonic())
-    client.control.add_consumer(queue, destination=[hostname], reply=True, timeout=10)
+    try:
+        yield resumed
+    finally:
+        resumed.append(time.monotonic())
+        client.control.add_consumer(queue, destination=[hostname], reply=True, timeout=10)
 
 
 def noop_backlog(b: Run, hostname: str, count: int) -> float:
