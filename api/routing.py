@@ -2,17 +2,19 @@
 event loop.
 
 The core is synchronous (SQLAlchemy sessions on psycopg), so an endpoint must leave the event loop while it talks to
-the database. FastAPI does that for a ``def`` endpoint, but makes further trips to the thread pool for the response
-model and for every ``def`` dependency, each as costly as a small request. ``Router`` wraps each ``def`` endpoint in
-a coroutine that makes exactly one trip; our one dependency, ``get_ctx``, is a coroutine too.
+the database. FastAPI does that for a ``def`` endpoint, but then also validates its return value against the
+response model in a second trip to the thread pool, and runs every ``def`` dependency in a trip of its own. A trip
+(futures, wake-ups, GIL hand-overs) costs as much CPU as a whole ``/healthz`` request. ``Router`` wraps each ``def``
+endpoint in a coroutine that makes exactly one trip: FastAPI sees a coroutine, so the response model is applied on
+the event loop (cheap, no I/O), and our one dependency, ``get_ctx``, is a coroutine too.
 
-The trips of a server process share ``TWOFA_API_CONCURRENCY`` slots: the threads of one executor per event loop.
-Each holds a database connection, and threads beyond a few only take turns at the GIL. Requests beyond the slots
-wait in the executor's queue, where a free thread takes the next one itself (anyio's ``CapacityLimiter`` would wake
-each through the event loop). A request cancelled while it waits for a slot never runs; one cancelled while it runs
-finishes its unit of work in its thread. Code in a slot thread cannot call back into
-the loop with ``anyio.from_thread`` (none does). A router for slow reads (``limited=False``) uses anyio's pool
-instead, so that it cannot take the sign-in slots.
+The trips of a server process share ``TWOFA_API_CONCURRENCY`` slots: the threads of one executor per event loop
+(anyio's own pool allows 40 threads). Each holds a database connection, and threads beyond a few only take turns at
+the GIL, each turn a context switch. Requests beyond the slots wait in the executor's queue, where a free thread
+takes the next one itself (anyio's ``CapacityLimiter`` would wake every waiting request through the event
+loop). A request cancelled while it waits for a slot never runs; one cancelled while it runs finishes its unit of
+work in its thread. Code in a slot thread cannot call back into the loop with ``anyio.from_thread`` (none does). A
+router for slow reads (``limited=False``) uses anyio's pool instead, so that it cannot take the sign-in slots.
 """
 
 from __future__ import annotations

@@ -1,14 +1,18 @@
-"""What the benchmarks share: CPU seconds per party, read from /proc (Linux only).
+"""What the benchmarks share: their settings, percentiles, an SMTP server in a process of its own, and CPU seconds
+per party, read from /proc (Linux only; the host is shared, so wall time alone can mislead).
 
-The host is shared, so wall time alone can mislead: ``CpuMeter`` says who used the CPU during one measurement.
 Not named ``bench_*.py``: ``make bench`` runs every ``bench/bench_*.py`` as a benchmark.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
+import multiprocessing
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +20,83 @@ if TYPE_CHECKING:  # only for the annotation: importing this module starts nothi
     from tests.harness.services import Worker
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Like tests/conftest.py: cheap argon2, a fixed key. Set before twofa reads its settings; the harness's
+# service_env() gives the servers and workers the same.
+SETTINGS = {
+    "TWOFA_SECRET_KEY": os.environ.get("TWOFA_SECRET_KEY", "bench-key-0123456789-abcdefghijklmnopqrstuvwxyz"),
+    "TWOFA_ARGON2_TIME_COST": "1",
+    "TWOFA_ARGON2_MEMORY_COST": "256",
+    "TWOFA_ARGON2_PARALLELISM": "1",
+}
+NO_RATE_LIMITS = {f"TWOFA_RATELIMIT_{which}": "10000000" for which in ("PER_IP", "AUTH_PER_IP", "AUTH_PER_ACCOUNT")}
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile; NaN of nothing."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def _smtp_process(conn: Connection) -> None:
+    """The spawned SMTP server's process: answers "count", ("since", n) and, to stop, None."""
+    from tests.harness.services import SmtpServer
+    from twofa.heap import freeze_startup_objects
+
+    smtp = SmtpServer()
+    freeze_startup_objects()  # it stands in for a mail relay, which has no Python start-up for a collector to walk
+    conn.send(smtp.port)
+    try:
+        while (command := conn.recv()) is not None:
+            if command == "count":
+                conn.send(len(smtp.handler.received))
+            else:
+                conn.send([(r.recipients, r.at) for r in smtp.received[command[1] :]])
+    finally:
+        smtp.stop()
+
+
+class SmtpProcess:
+    """The harness's SMTP server (aiosmtpd) in a process of its own, as a mail relay is: in the benchmark's process
+    its replies would wait for the benchmark's own work."""
+
+    def __init__(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_smtp_process, args=(child,), daemon=True)
+        self.proc.start()
+        child.close()
+        self.port: int = self.conn.recv()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc.pid is not None
+        return self.proc.pid
+
+    def count(self) -> int:
+        """Emails accepted so far."""
+        self.conn.send("count")
+        return int(self.conn.recv())
+
+    def since(self, base: int) -> list[tuple[list[str], float]]:
+        """(envelope recipients, acceptance time: ``time.monotonic()``) of the emails accepted after the first
+        ``base``."""
+        self.conn.send(("since", base))
+        received: list[tuple[list[str], float]] = self.conn.recv()
+        return received
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send(None)
+        self.proc.join(15)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5)
 
 
 def proc_cpu(pid: int) -> tuple[str, float]:

@@ -82,13 +82,69 @@ def _insert_events(url: str, lo: int, hi: int, params: dict[str, Any]) -> None:
         )
 
 
+# Users: 97% joined before the trend window, 3% during it; 55% TOTP, 15% email codes, 30% without 2FA.
+USERS_SQL = """
+INSERT INTO users (email, password_hash, created_at, twofa_method, twofa_enabled_at,
+                   second_factor_failures)
+SELECT 'user' || lpad(g::text, 6, '0') || '@bench.example', '$argon2id$v=19$bench', created,
+       CASE WHEN h < 0.55 THEN 'totp' WHEN h < 0.70 THEN 'email' END,
+       CASE WHEN h < 0.70 THEN least(created + random() * interval '20 days', %(now)s - interval '1 day')
+       END,
+       0
+FROM (
+    SELECT g, random() AS h,
+           CASE WHEN random() < 0.97
+                THEN %(first)s - interval '30 days' - random() * interval '400 days'
+                ELSE %(first)s + random() * %(window_days)s * interval '1 day' END AS created
+    FROM generate_series(1, %(n)s) AS g
+) s
+ORDER BY g
+"""
+
+# Memberships: 3 owners, ~1% admins, 0.5% super admins, 2% finance, the rest members.
+MEMBERSHIPS_SQL = """
+INSERT INTO memberships (org_id, user_id, role, created_at, role_changed_at)
+SELECT %(org)s, u.id,
+       CASE WHEN u.rn <= 3 THEN 'owner' WHEN r < 0.010 THEN 'admin' WHEN r < 0.015 THEN 'super_admin'
+            WHEN r < 0.035 THEN 'finance' ELSE 'member' END,
+       u.created_at + interval '1 hour',
+       CASE WHEN random() < 0.02 THEN %(first)s + random() * %(window_days)s * interval '1 day' END
+FROM (SELECT id, created_at, row_number() OVER (ORDER BY id) AS rn, random() AS r FROM users) u
+ORDER BY u.id
+"""
+
+# The audit trail the trend reads: 2FA switched on (for those who did it in the window), 2FA switched off
+# by 1% of the members without it, and second-factor lockouts in the report week.
+AUDIT_SQL = """
+INSERT INTO audit_log (at, event, user_id, org_id, actor, details)
+SELECT twofa_enabled_at, '2fa_enabled', id, NULL::int, NULL::text, '{"method": "x"}'::json
+FROM users WHERE twofa_enabled_at >= %(first)s
+UNION ALL
+SELECT %(first)s + random() * %(window_days)s * interval '1 day', '2fa_disabled', id, NULL, NULL,
+       '{}'::json
+FROM users WHERE twofa_method IS NULL AND random() < 0.03
+UNION ALL
+SELECT %(week_start)s + random() * interval '7 days', 'second_factor_locked', id, NULL, NULL, '{}'::json
+FROM users WHERE twofa_method IS NOT NULL AND random() < 0.02
+"""
+
+# Reminders already sent to privileged members without 2FA.
+REMINDERS_SQL = """
+INSERT INTO outbox (template, queue, to_address, user_id, org_id, context, status, created_at,
+                    attempts, message_id)
+SELECT 'policy_reminder', 'mail', u.email, u.id, m.org_id, '{}'::json, 'sent',
+       %(week_start)s - k * interval '3 days', 1,
+       '<reminder-' || m.id || '-' || k || '@bench.example>'
+FROM memberships m JOIN users u ON u.id = m.user_id, generate_series(1, 2) AS k
+WHERE m.role <> 'member' AND u.twofa_method IS NULL
+"""
+
+
 def load(url: str, members: int, events: int, week: IsoWeek, week_share: float = 0.5) -> Dataset:
     """Fill a fresh, migrated database. Returns what the report needs to run on it."""
     first = week.minus(TREND_WEEKS - 1).start
     now = week.end + timedelta(hours=6)  # the report runs the Monday morning after its week
-    window_days = (week.end - first).days
-    in_week = int(events * week_share)
-    before = events - in_week
+    window = {"first": first, "window_days": (week.end - first).days, "week_start": week.start}
     t0 = time.perf_counter()
     with psycopg.connect(_psycopg_url(url), autocommit=True) as conn:
         conn.execute("SELECT setseed(0.42)")
@@ -98,101 +154,11 @@ def load(url: str, members: int, events: int, week: IsoWeek, week_share: float =
             "VALUES ('bench', 'Bench Org', NULL, %s) RETURNING id",
             (first - timedelta(days=500),),
         ).fetchone()[0]  # type: ignore[index]
-        # Users: 97% joined before the trend window, 3% during it; 55% TOTP, 15% email codes, 30% without 2FA.
-        conn.execute(
-            """
-            INSERT INTO users (email, password_hash, created_at, twofa_method, twofa_enabled_at,
-                               second_factor_failures)
-            SELECT 'user' || lpad(g::text, 6, '0') || '@bench.example', '$argon2id$v=19$bench', created,
-                   CASE WHEN h < 0.55 THEN 'totp' WHEN h < 0.70 THEN 'email' END,
-                   CASE WHEN h < 0.70 THEN least(created + random() * interval '20 days', %(now)s - interval '1 day')
-                   END,
-                   0
-            FROM (
-                SELECT g, random() AS h,
-                       CASE WHEN random() < 0.97
-                            THEN %(first)s - interval '30 days' - random() * interval '400 days'
-                            ELSE %(first)s + random() * %(window_days)s * interval '1 day' END AS created
-                FROM generate_series(1, %(n)s) AS g
-            ) s
-            ORDER BY g
-            """,
-            {"n": members, "first": first, "now": now, "window_days": window_days},
-        )
-        # Memberships: 3 owners, ~1% admins, 0.5% super admins, 2% finance, the rest members.
-        conn.execute(
-            """
-            INSERT INTO memberships (org_id, user_id, role, created_at, role_changed_at)
-            SELECT %(org)s, u.id,
-                   CASE WHEN u.rn <= 3 THEN 'owner' WHEN r < 0.010 THEN 'admin' WHEN r < 0.015 THEN 'super_admin'
-                        WHEN r < 0.035 THEN 'finance' ELSE 'member' END,
-                   u.created_at + interval '1 hour',
-                   CASE WHEN random() < 0.02 THEN %(first)s + random() * %(window_days)s * interval '1 day' END
-            FROM (SELECT id, created_at, row_number() OVER (ORDER BY id) AS rn, random() AS r FROM users) u
-            ORDER BY u.id
-            """,
-            {"org": org_id, "first": first, "window_days": window_days},
-        )
-        # The audit trail the trend reads: 2FA switched on (for those who did it in the window), 2FA switched off
-        # by 1% of the members without it, and second-factor lockouts in the report week.
-        conn.execute(
-            """
-            INSERT INTO audit_log (at, event, user_id, org_id, actor, details)
-            SELECT twofa_enabled_at, '2fa_enabled', id, NULL::int, NULL::text, '{"method": "x"}'::json
-            FROM users WHERE twofa_enabled_at >= %(first)s
-            UNION ALL
-            SELECT %(first)s + random() * %(window_days)s * interval '1 day', '2fa_disabled', id, NULL, NULL,
-                   '{}'::json
-            FROM users WHERE twofa_method IS NULL AND random() < 0.03
-            UNION ALL
-            SELECT %(week_start)s + random() * interval '7 days', 'second_factor_locked', id, NULL, NULL, '{}'::json
-            FROM users WHERE twofa_method IS NOT NULL AND random() < 0.02
-            """,
-            {"first": first, "window_days": window_days, "week_start": week.start},
-        )
-        # Reminders already sent to privileged members without 2FA.
-        conn.execute(
-            """
-            INSERT INTO outbox (template, queue, to_address, user_id, org_id, context, status, created_at,
-                                attempts, message_id)
-            SELECT 'policy_reminder', 'mail', u.email, u.id, m.org_id, '{}'::json, 'sent',
-                   %(week_start)s - k * interval '3 days', 1,
-                   '<reminder-' || m.id || '-' || k || '@bench.example>'
-            FROM memberships m JOIN users u ON u.id = m.user_id, generate_series(1, 2) AS k
-            WHERE m.role <> 'member' AND u.twofa_method IS NULL
-            """,
-            {"week_start": week.start},
-        )
-        first_uid, n_users = conn.execute("SELECT min(id), count(*) FROM users").fetchone()  # type: ignore[misc]
-        # The login history. Users with 2FA: 78% success (3% of them with a backup code), 8% wrong password,
-        # 6% abandoned at the second factor, 5% bad code, 1% each reused and malformed codes, 0.5% locked.
-        # Users without: 80% success (10% of those 'enrolment_required'), 20% wrong password.
-        # Bulk-load settings for this one statement: the secondary indexes are built afterwards, and the per-row
-        # foreign-key trigger on user_id is skipped (session_replication_role; the join makes every user_id valid).
-        conn.execute("ALTER TABLE login_history SET (autovacuum_enabled = false)")
-        conn.execute("SET session_replication_role = replica")
-        conn.execute("DROP INDEX ix_login_history_user_at")
-        conn.execute("DROP INDEX ix_login_history_at")
-        chunks = [(lo, min(lo + CHUNK - 1, events)) for lo in range(1, events + 1, CHUNK)]
-        params = {
-            "agents": USER_AGENTS,
-            "before": before,
-            "before_div": max(before, 1),
-            "prior_weeks": TREND_WEEKS - 1,
-            "first": first,
-            "week_start": week.start,
-            "in_week": max(in_week, 1),
-            "first_uid": first_uid,
-            "n_users": n_users,
-        }
-        with ThreadPoolExecutor(LOADERS) as pool:
-            for _ in pool.map(lambda c: _insert_events(url, c[0], c[1], params), chunks):
-                pass
-        conn.execute("SET session_replication_role = DEFAULT")
-        conn.execute('CREATE INDEX ix_login_history_user_at ON login_history (user_id, "at")')
-        conn.execute('CREATE INDEX ix_login_history_at ON login_history ("at")')
-        conn.execute("ALTER TABLE login_history RESET (autovacuum_enabled)")
-        conn.execute("VACUUM ANALYZE")
+        conn.execute(USERS_SQL, {"n": members, "now": now, **window})
+        conn.execute(MEMBERSHIPS_SQL, {"org": org_id, **window})
+        conn.execute(AUDIT_SQL, window)
+        conn.execute(REMINDERS_SQL, window)
+        _load_history(conn, url, events, int(events * week_share), window)
         table_bytes = conn.execute("SELECT pg_total_relation_size('login_history')").fetchone()[0]  # type: ignore[index]
     return Dataset(
         org_id=org_id,
@@ -203,3 +169,37 @@ def load(url: str, members: int, events: int, week: IsoWeek, week_share: float =
         load_s=time.perf_counter() - t0,
         table_mb=table_bytes / 2**20,
     )
+
+
+def _load_history(conn: psycopg.Connection[Any], url: str, events: int, in_week: int, window: dict[str, Any]) -> None:
+    """The login history, in chunks on parallel connections. Users with 2FA: 78% success (3% of them with a backup
+    code), 8% wrong password, 6% abandoned at the second factor, 5% bad code, 1% each reused and malformed codes,
+    0.5% locked. Users without: 80% success (10% of those 'enrolment_required'), 20% wrong password."""
+    first_uid, n_users = conn.execute("SELECT min(id), count(*) FROM users").fetchone()  # type: ignore[misc]
+    # Bulk-load settings for this one statement: the secondary indexes are built afterwards, and the per-row
+    # foreign-key trigger on user_id is skipped (session_replication_role; the join makes every user_id valid).
+    conn.execute("ALTER TABLE login_history SET (autovacuum_enabled = false)")
+    conn.execute("SET session_replication_role = replica")
+    conn.execute("DROP INDEX ix_login_history_user_at")
+    conn.execute("DROP INDEX ix_login_history_at")
+    before = events - in_week
+    params = {
+        "agents": USER_AGENTS,
+        "before": before,
+        "before_div": max(before, 1),
+        "prior_weeks": TREND_WEEKS - 1,
+        "first": window["first"],
+        "week_start": window["week_start"],
+        "in_week": max(in_week, 1),
+        "first_uid": first_uid,
+        "n_users": n_users,
+    }
+    chunks = [(lo, min(lo + CHUNK - 1, events)) for lo in range(1, events + 1, CHUNK)]
+    with ThreadPoolExecutor(LOADERS) as pool:
+        for _ in pool.map(lambda c: _insert_events(url, c[0], c[1], params), chunks):
+            pass
+    conn.execute("SET session_replication_role = DEFAULT")
+    conn.execute('CREATE INDEX ix_login_history_user_at ON login_history (user_id, "at")')
+    conn.execute('CREATE INDEX ix_login_history_at ON login_history ("at")')
+    conn.execute("ALTER TABLE login_history RESET (autovacuum_enabled)")
+    conn.execute("VACUUM ANALYZE")

@@ -264,70 +264,61 @@ def run_arrow(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_breakdown(spec: dict[str, Any]) -> dict[str, Any]:
-    """The report once, with its stages timed (wrapping, never changing, the functions it calls)."""
-    imports_report()
-    import psycopg
-    from sqlalchemy import event
-    from sqlalchemy.orm import Session
+def _timed(stages: dict[str, float], name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn``, its time added to ``stages[name]``."""
 
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            stages[name] = stages.get(name, 0.0) + time.perf_counter() - t0
+
+    return wrapper
+
+
+def _timed_iter(stages: dict[str, float], name: str, fn: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+    """The generator ``fn``, the time of each step added to ``stages[name]``."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        it = fn(*args, **kwargs)
+        while True:
+            t0 = time.perf_counter()
+            item = next(it, StopIteration)
+            stages[name] = stages.get(name, 0.0) + time.perf_counter() - t0
+            if item is StopIteration:
+                return
+            yield item
+
+    return wrapper
+
+
+def _time_stages(stages: dict[str, float]) -> None:
+    """Wrap (never change) the functions the report calls, so that each stage's time lands in ``stages``."""
     import reports.build
     import reports.compute
     import reports.extract
     import reports.render
-    from reports.week import IsoWeek
-    from twofa.db import get_engine
-    from twofa.models import Organization
 
-    stages: dict[str, float] = {}
+    def wrap(module: Any, attr: str, name: str, how: Callable[..., Any] = _timed) -> None:
+        setattr(module, attr, how(stages, name, getattr(module, attr)))
 
-    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                stages[name] = stages.get(name, 0.0) + time.perf_counter() - t0
-
-        return wrapper
-
-    def timed_iter(name: str, fn: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
-        def wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
-            it = fn(*args, **kwargs)
-            while True:
-                t0 = time.perf_counter()
-                try:
-                    item = next(it)
-                except StopIteration:
-                    stages[name] = stages.get(name, 0.0) + time.perf_counter() - t0
-                    return
-                stages[name] = stages.get(name, 0.0) + time.perf_counter() - t0
-                yield item
-
-        return wrapper
-
-    def wrap(module: Any, attr: str, name: str, how: Callable[..., Any] = timed) -> None:
-        setattr(module, attr, how(name, getattr(module, attr)))
-
-    wrap(reports.extract, "evaluate", "extract.members: evaluate() (SQL + verdicts)", timed_iter)
+    wrap(reports.extract, "evaluate", "extract.members: evaluate() (SQL + verdicts)", _timed_iter)
     for attr in ("members", "logins", "lockouts", "trend_logins", "toggles"):
         wrap(reports.extract, attr, f"extract.{attr}")
     wrap(reports.build, "extract", "extract (total)")
     wrap(reports.build, "render", "render (total)")
     wrap(reports.render, "trend_png", "render: matplotlib chart")
     wrap(reports.render, "_csv", "render: to_csv")
-    for name in (
-        "coverage_by_role",
-        "coverage_by_method",
-        "non_compliant",
-        "activity",
-        "privileged_unverified",
-        "trend",
-        "summary",
-    ):
+    compute = ("coverage_by_role", "coverage_by_method", "non_compliant", "activity", "privileged_unverified")
+    for name in (*compute, "trend", "summary"):
         wrap(reports.compute, name, "render: compute.* (pandas)")
 
-    engine = get_engine(spec["url"])
+
+def _record_statements(engine: Any) -> list[dict[str, Any]]:
+    """Every statement ``engine`` runs from now on, with its parameters and execution time."""
+    from sqlalchemy import event
+
     statements: list[dict[str, Any]] = []
 
     @event.listens_for(engine, "before_cursor_execute")
@@ -336,10 +327,39 @@ def run_breakdown(spec: dict[str, Any]) -> dict[str, Any]:
 
     @event.listens_for(engine, "after_cursor_execute")
     def _after(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-        statements.append(
-            {"sql": statement, "params": parameters, "execute_s": time.perf_counter() - conn.info.pop("t0")}
-        )
+        elapsed = time.perf_counter() - conn.info.pop("t0")
+        statements.append({"sql": statement, "params": parameters, "execute_s": elapsed})
 
+    return statements
+
+
+def _explain(url: str, statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The statements on ``login_history`` run again under ``EXPLAIN ANALYZE``."""
+    import psycopg
+
+    explained = []
+    with psycopg.connect(pg_url(url)) as conn:
+        for s in (s for s in statements if "login_history" in s["sql"]):
+            rows = conn.execute("EXPLAIN (ANALYZE, BUFFERS, TIMING OFF) " + s["sql"], s["params"]).fetchall()
+            what = "trend_logins" if s["sql"].count("CASE") > 8 else "logins"
+            explained.append({"what": what, "execute_s": s["execute_s"], "plan": [r[0] for r in rows]})
+    return explained
+
+
+def run_breakdown(spec: dict[str, Any]) -> dict[str, Any]:
+    """The report once, with its stages timed (and, with ``explain``, its heavy statements explained)."""
+    imports_report()
+    from sqlalchemy.orm import Session
+
+    import reports.build
+    from reports.week import IsoWeek
+    from twofa.db import get_engine
+    from twofa.models import Organization
+
+    stages: dict[str, float] = {}
+    _time_stages(stages)
+    engine = get_engine(spec["url"])
+    statements = _record_statements(engine)
     week, now = IsoWeek.parse(spec["week"]), datetime.fromisoformat(spec["now"])
     with Session(engine) as session:
         org = session.get(Organization, spec["org_id"])
@@ -350,27 +370,11 @@ def run_breakdown(spec: dict[str, Any]) -> dict[str, Any]:
         total = time.perf_counter() - t0
     rendered_parts = sum(v for k, v in stages.items() if k.startswith("render:"))
     stages["render: rest (template, to_datetime, dicts)"] = stages["render (total)"] - rendered_parts
-
-    explained = []
-    with psycopg.connect(pg_url(spec["url"])) as conn:
-        for s in statements:
-            if not spec.get("explain") or "login_history" not in s["sql"]:
-                continue
-            plan = [
-                r[0] for r in conn.execute("EXPLAIN (ANALYZE, BUFFERS, TIMING OFF) " + s["sql"], s["params"]).fetchall()
-            ]
-            explained.append(
-                {
-                    "what": "trend_logins" if s["sql"].count("CASE") > 8 else "logins",
-                    "execute_s": s["execute_s"],
-                    "plan": plan,
-                }
-            )
     return {
         "seconds": total,
         "stages": stages,
         "statements": [{"execute_s": s["execute_s"], "sql": " ".join(s["sql"].split())[:100]} for s in statements],
-        "explained": explained,
+        "explained": _explain(spec["url"], statements) if spec.get("explain") else [],
     }
 
 

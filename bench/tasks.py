@@ -12,12 +12,7 @@ import numpy as np
 import pandas as pd
 import redis
 
-from twofa import outbox
-from twofa.clock import SYSTEM_CLOCK
-from twofa.mail.delivery import code_message_id, compose, new_email_code
-from twofa.notify import Template
-from twofa.settings import get_settings
-from workers.app import app, mail_backend
+from workers.app import app
 
 _clients: dict[int, redis.Redis] = {}
 
@@ -63,15 +58,3 @@ def report(flag: str, max_seconds: float = 50) -> int:
     r.set(f"{flag}:done", repr(time.monotonic()))
     r.set(f"{flag}:rounds", rounds)
     return rounds
-
-
-@app.task(name="bench.bare_otp", ignore_result=True)
-def bare_otp(to: str) -> None:
-    """An email code without a database: made, put in the product's message and sent over this process's SMTP
-    backend (its connection reused or not, as the worker is set). The issue's reference point ("a bare OTP task
-    without a database"); the product's task adds the row's claim, its lock, and the mark with the code's hash."""
-    # The context email_otp.issue stores with the row, and what delivery.plan adds to it.
-    context: dict[str, object] = {"email": to, "issuer": get_settings().issuer, "purpose": "login"}
-    context |= {"code": new_email_code(), "expires_in_minutes": 5}
-    message_id = code_message_id(outbox.new_message_id())
-    mail_backend().send(compose(Template.EMAIL_CODE, context, to, message_id, SYSTEM_CLOCK))

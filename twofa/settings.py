@@ -45,9 +45,6 @@ class Settings(BaseSettings):
     issuer: str = "Wevion"
     templates_dir: Path = PROJECT_ROOT / "templates"
     reports_dir: Path = PROJECT_ROOT / "var" / "reports"
-    # The CPU niceness of worker processes that build reports and deliver no email codes: on a shared host a
-    # report then takes only the CPU that code delivery leaves (invariant 4). 0 keeps the inherited priority.
-    reports_nice: int = Field(default=19, ge=0, le=19)
 
     email_otp_ttl: int = Field(default=300, ge=30, le=600)
     email_otp_max_tries: int = 5

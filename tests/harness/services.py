@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -296,6 +297,7 @@ class Worker:
     queues: str = "otp,mail,scheduled"
     concurrency: int = 1
     extra_args: list[str] = field(default_factory=list)  # appended to the celery command line
+    nice: int = 0  # started under nice(1), as deploy/systemd's report worker runs (Nice=)
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def start(self, timeout: float = 60) -> Worker:
@@ -321,9 +323,11 @@ class Worker:
 
     def _command(self) -> list[str]:
         common = ["--queues", self.queues, "--concurrency", str(self.concurrency), "--loglevel", "INFO"]
+        niced = ["nice", "-n", str(self.nice)] if self.nice else []
         if self.twofa:
-            return [sys.executable, "-m", "cli.main", "worker", *common]
+            return [*niced, sys.executable, "-m", "cli.main", "worker", *common]
         return [
+            *niced,
             *(sys.executable, "-m", "celery", "-A", self.app, "worker", *common, "--pool", "prefork"),
             *("--without-gossip", "--without-mingle", "--without-heartbeat"),
             *("--hostname", f"it-{secrets.token_hex(3)}@%h", *self.extra_args),
@@ -358,37 +362,73 @@ class Worker:
         return self.log_path.read_text(errors="replace")
 
 
+@dataclass
+class ApiServer:
+    """``twofa serve`` (uvicorn, as deployed) as its own process group, its log in a file. ``quiet`` (the
+    benchmarks'): no access log, warnings only."""
+
+    env: dict[str, str]
+    log_path: Path
+    workers: int = 1
+    quiet: bool = False
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> ApiServer:
+        command = ["serve", "--port", str(self.port), "--workers", str(self.workers)]
+        if self.quiet:
+            command += ["--no-access-log", "--log-level", "warning"]
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "cli.main", *command],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_for(self._up, timeout, interval=0.1, what="twofa serve to answer")
+        return self
+
+    def _up(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"twofa serve exited: {self.log_path.read_text()[-2000:]}")
+        if not self.quiet:  # every server process has said so
+            return self.log_path.read_text().count("Application startup complete") == self.workers
+        try:
+            with urllib.request.urlopen(self.url + "/healthz", timeout=2) as answer:  # noqa: S310  (loopback)
+                return bool(answer.status == 200)
+        except OSError:
+            return False
+
+    def stop(self) -> int | None:
+        """SIGINT to the group, as Ctrl-C would; SIGKILL if it has not ended in 30 s. Returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:  # never leave a server behind
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        return self.proc.returncode
+
+
 @contextlib.contextmanager
 def api_server(env: dict[str, str], log_path: Path, workers: int = 1) -> Iterator[int]:
-    """``twofa serve`` as its own process (``workers`` server processes) on a free port; yields the port. Stops it
-    with SIGINT and checks that it exited cleanly, with no traceback in its log."""
-    port = free_port()
-    log = log_path.open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--workers", str(workers)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-    def up() -> bool:
-        assert proc.poll() is None, log_path.read_text()
-        return log_path.read_text().count("Application startup complete") == workers
-
+    """An ``ApiServer`` for one test; yields its port. Checks that it exited cleanly, with no traceback logged."""
+    server = ApiServer(env, log_path, workers).start()
     try:
-        wait_for(up, 60, interval=0.1, what="the server processes")
-        yield port
+        yield server.port
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:  # never leave a server behind
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-            raise
-        finally:
-            log.close()
-    assert proc.returncode == 0
+        status = server.stop()
+    assert status == 0, log_path.read_text()[-2000:]
     assert "Traceback" not in log_path.read_text()

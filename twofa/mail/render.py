@@ -44,8 +44,8 @@ def render(template: str, context: dict[str, Any]) -> tuple[str, str, str]:
 
 class _Compat32(Compat32):
     """``compat32``, with a short cut for the headers this module writes: a one-line ASCII value that fits is written as
-    it is, which is what ``Header`` folding produces for it, without building a ``Header`` per header (about 30 µs
-    each, a third of the CPU that building and writing an email costs). Anything else is folded as before."""
+    it is, which is what ``Header`` folding produces for it, without building a ``Header`` per header (the largest
+    part of what writing an email costs). Anything else is folded as before."""
 
     def _as_is(self, name: str, value: object) -> str | None:
         if (
@@ -86,8 +86,8 @@ def build_message(
     template variable: each image becomes a part of the HTML (``multipart/related``), which the HTML shows as
     ``<img src="cid:...">``. Gmail and Outlook show such images; they block ``data:`` URLs.
 
-    Built with ``email.mime`` (the compat32 policy): the header registry of ``EmailMessage`` costs about 1.5 ms a
-    message, more than rendering, and bulk mail is sent by the thousand.
+    Built with ``email.mime`` (the compat32 policy): the header registry of ``EmailMessage`` costs more a message than
+    rendering, and bulk mail is sent by the thousand.
     """
     settings = get_settings()
     context = dict(context)
