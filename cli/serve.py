@@ -42,11 +42,27 @@ def serve(
     workers: int = typer.Option(1, min=1, help="Server processes (each with its own event loop and pools)."),
     access_log: bool = typer.Option(True, help="Log every request (leave it to the proxy in front, if it logs)."),
     log_level: LogLevel = typer.Option(LogLevel.info, case_sensitive=False, help="The server's log level."),
+    forwarded_allow_ips: str | None = typer.Option(
+        None,
+        envvar="TWOFA_FORWARDED_ALLOW_IPS",
+        help="Proxies (addresses or networks, comma-separated) whose X-Forwarded-For names the client. "
+        "Default: none; the peer is the client.",
+    ),
 ) -> None:
     """Run the HTTP API (uvicorn). Emails are handed to the Celery workers after each commit."""
-    from api.server import ServerConfig, run_server
-    from twofa.settings import require_secret_key
+    import os
 
+    from api.server import ServerConfig, run_server
+    from cli.errors import fail
+    from twofa.settings import get_settings, parse_networks, require_secret_key
+
+    if forwarded_allow_ips is not None:
+        try:
+            parse_networks(forwarded_allow_ips)
+        except ValueError as exc:
+            raise fail(f"--forwarded-allow-ips: {exc}") from None
+        os.environ["TWOFA_FORWARDED_ALLOW_IPS"] = forwarded_allow_ips  # read by each server process's settings
+        get_settings.cache_clear()
     require_secret_key()  # fail here, with one line, rather than in every server process
     config = ServerConfig(
         "cli.serve:make_app",
@@ -54,7 +70,9 @@ def serve(
         host=host,
         port=port,
         workers=workers,
-        proxy_headers=True,
+        # The application reads X-Forwarded-For itself, from the proxies it trusts only (api.context): uvicorn's
+        # own handling trusts 127.0.0.1 by default and takes any text for an address.
+        proxy_headers=False,
         access_log=access_log,
         log_level=log_level.value,
     )

@@ -8,10 +8,10 @@ from datetime import datetime
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from twofa import audit, backup_codes, email_otp, second_factor
+from twofa import audit, backup_codes, email_otp, second_factor, throttle
 from twofa.accounts import is_managed_by_sso
 from twofa.clock import SYSTEM_CLOCK, Clock
-from twofa.errors import InvalidCredentials, InvalidInput, ManagedBySso, TwoFactorNotEnabled
+from twofa.errors import InvalidInput, ManagedBySso, TwoFactorNotEnabled
 from twofa.models import EmailOtp, TotpDevice, User
 from twofa.notify import Template, notify
 from twofa.passwords import verify_password
@@ -58,8 +58,9 @@ def disable(session: Session, user: User, password: str, code: str, clock: Clock
         raise ManagedBySso()
     if user.twofa_method is None:
         raise TwoFactorNotEnabled()
+    throttle.check(user, clock)
     if not verify_password(user.password_hash, password):
-        raise InvalidCredentials("the password is wrong")
+        raise throttle.wrong_password(session, user, clock)
     method = second_factor.verify(session, user, code, clock=clock)
     _turn_off(session, user, clock)
     audit.record(session, audit.Event.TWOFA_DISABLED, user_id=user.id, details={"confirmed_with": method}, clock=clock)

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from twofa import audit
 from twofa.clock import SYSTEM_CLOCK, Clock
-from twofa.errors import TooManyAttempts
+from twofa.errors import InvalidCode, TooManyAttempts, recorded
 from twofa.models import User
 from twofa.settings import get_settings
 
@@ -74,3 +74,11 @@ def register_success(session: Session, user: User) -> None:
         user.second_factor_failures = 0
         user.second_factor_locked_until = None
         session.flush()
+
+
+def wrong_password(session: Session, user: User, clock: Clock = SYSTEM_CLOCK) -> InvalidCode:
+    """A wrong password where a code is asked for too (disabling 2FA): counted toward the lockout as a wrong code is,
+    and answered as one (the error to raise, marked ``recorded``), so the answer does not say which of the two was
+    wrong."""
+    register_failure(session, user, clock)
+    return recorded(InvalidCode())
