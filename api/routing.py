@@ -25,6 +25,7 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -32,8 +33,11 @@ from typing import Any
 import anyio.to_thread
 from anyio.lowlevel import RunVar
 from fastapi import APIRouter
+from sqlalchemy.exc import DBAPIError
 
 from twofa.settings import get_settings
+
+log = logging.getLogger(__name__)
 
 # Per event loop: tests run several servers, each on its own loop.
 _SLOTS: RunVar[ThreadPoolExecutor | None] = RunVar("twofa_api_slots", default=None)
@@ -63,13 +67,27 @@ def in_thread(endpoint: Callable[..., Any], *, limited: bool = True) -> Callable
 
     @functools.wraps(endpoint)
     async def run(*args: Any, **kwargs: Any) -> Any:
-        call = functools.partial(endpoint, *args, **kwargs)
+        call = functools.partial(_again_after_disconnect, functools.partial(endpoint, *args, **kwargs))
         if not limited:
             return await anyio.to_thread.run_sync(call)
         context = contextvars.copy_context()
         return await asyncio.get_running_loop().run_in_executor(_slots(), context.run, call)
 
     return run
+
+
+def _again_after_disconnect(call: Callable[[], Any]) -> Any:
+    """``call()``, run once more when the database connection died under one of its statements (a server restart
+    ends the transactions in flight). Before COMMIT was sent nothing of that transaction can have been written, so
+    the request is run again, on a new connection (``twofa.db`` waits for the server to be back); a connection lost
+    at COMMIT (``statement`` None) leaves the outcome unknown and is not retried."""
+    try:
+        return call()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated or exc.statement is None:
+            raise
+    log.warning("the database connection was lost before the commit; running the request again")
+    return call()
 
 
 class Router(APIRouter):
