@@ -1,0 +1,151 @@
+"""Through ``twofa serve`` on PostgreSQL: the client address is the client's (X-Forwarded-For only from a trusted
+proxy), a stranger's failures do not lock the owner out, and bad input is a 4xx."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.helpers import PASSWORD, enrol_totp, make_user
+from tests.integration.test_outages import serving
+from twofa.clock import FrozenClock
+from twofa.models import LoginHistory
+
+pytestmark = pytest.mark.integration
+EMAIL = "owner@acme.io"
+
+
+def history_ips(factory: sessionmaker[Session]) -> list[str | None]:
+    with factory() as s:
+        return list(s.execute(select(LoginHistory.ip).order_by(LoginHistory.id)).scalars())
+
+
+@pytest.fixture
+def untrusting(worker_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    """``twofa serve`` as deployed without a proxy setting: no proxy is trusted."""
+    with serving(worker_env, tmp_path / "serve.log") as url:
+        yield url
+
+
+@pytest.fixture
+def behind_proxy(worker_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    """``twofa serve`` behind a proxy on loopback, named in ``TWOFA_FORWARDED_ALLOW_IPS``."""
+    with serving(worker_env | {"TWOFA_FORWARDED_ALLOW_IPS": "127.0.0.1"}, tmp_path / "serve.log") as url:
+        yield url
+
+
+def test_a_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored(
+    it_factory: sessionmaker[Session], untrusting: str
+) -> None:
+    make_user(it_factory, EMAIL, clock=FrozenClock(datetime.now(UTC)))
+    with httpx.Client(base_url=untrusting, timeout=30) as c:
+        for spoofed in ("203.0.113.7", "<script>alert(1)</script>", "1" * 60):
+            r = c.post("/auth/login", json={"email": EMAIL, "password": PASSWORD}, headers={"X-Forwarded-For": spoofed})
+            assert r.status_code == 200, r.text
+    assert history_ips(it_factory) == ["127.0.0.1"] * 3
+
+
+def test_through_a_trusted_proxy_the_forwarded_client_counts(
+    it_factory: sessionmaker[Session], behind_proxy: str
+) -> None:
+    make_user(it_factory, EMAIL, clock=FrozenClock(datetime.now(UTC)))
+    with httpx.Client(base_url=behind_proxy, timeout=30) as c:
+        for forwarded in ("198.51.100.4", "10.9.8.7, 198.51.100.5", "<script>", "1" * 60, "2001:db8::1"):
+            r = c.post(
+                "/auth/login", json={"email": EMAIL, "password": PASSWORD}, headers={"X-Forwarded-For": forwarded}
+            )
+            assert r.status_code == 200, r.text
+    # The nearest address the proxy forwarded; one that does not parse is replaced by the peer's.
+    assert history_ips(it_factory) == ["198.51.100.4", "198.51.100.5", "127.0.0.1", "127.0.0.1", "2001:db8::1"]
+
+
+def test_a_stranger_cannot_lock_the_owner_out(it_factory: sessionmaker[Session], behind_proxy: str) -> None:
+    clock = FrozenClock(datetime.now(UTC))
+    user = make_user(it_factory, EMAIL, clock=clock)
+    enrol_totp(it_factory, user, clock)
+    stranger = {"X-Forwarded-For": "203.0.113.66"}
+    with httpx.Client(base_url=behind_proxy, timeout=30) as c:
+        tries = [
+            c.post("/auth/login", json={"email": EMAIL, "password": f"guess {i}"}, headers=stranger).status_code
+            for i in range(15)
+        ]
+        assert tries == [401] * 10 + [429] * 5  # the stranger's failures slow the stranger
+        owner = c.post(
+            "/auth/login", json={"email": EMAIL, "password": PASSWORD}, headers={"X-Forwarded-For": "198.51.100.9"}
+        )
+        assert owner.status_code == 200, owner.text
+        assert owner.json()["status"] == "2fa_required"
+        assert owner.headers["X-Device-Token"]  # the owner's client keeps its own budget from now on
+
+
+def test_ipv6_clients_are_limited_per_64(it_factory: sessionmaker[Session], behind_proxy: str) -> None:
+    make_user(it_factory, EMAIL, clock=FrozenClock(datetime.now(UTC)))
+    with httpx.Client(base_url=behind_proxy, timeout=30) as c:
+
+        def attempt(ip: str) -> int:
+            wrong = {"email": EMAIL, "password": "not it"}
+            return c.post("/auth/login", json=wrong, headers={"X-Forwarded-For": ip}).status_code
+
+        assert [attempt(f"2001:db8:1:2::{i:x}") for i in range(1, 12)] == [401] * 10 + [429]  # one /64
+        assert attempt("2001:db8:1:3::1") == 401  # the next /64 is another client
+
+
+def test_the_account_wide_limit_spares_a_client_with_the_device_token(
+    it_factory: sessionmaker[Session], worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    make_user(it_factory, EMAIL, clock=FrozenClock(datetime.now(UTC)))
+    env = worker_env | {"TWOFA_FORWARDED_ALLOW_IPS": "127.0.0.1", "TWOFA_RATELIMIT_ACCOUNT_FAILURES": "5"}
+    with serving(env, tmp_path / "serve.log") as url, httpx.Client(base_url=url, timeout=30) as c:
+
+        def login(ip: str, password: str, token: str | None = None) -> httpx.Response:
+            headers = {"X-Forwarded-For": ip} | ({"X-Device-Token": token} if token else {})
+            c.cookies.clear()
+            return c.post("/auth/login", json={"email": EMAIL, "password": password}, headers=headers)
+
+        first = login("198.51.100.1", PASSWORD)
+        token = first.headers["X-Device-Token"]
+        assert "twofa_device=" in first.headers["set-cookie"] and "HttpOnly" in first.headers["set-cookie"]
+        assert [login(f"203.0.113.{i}", "guess").status_code for i in range(6)] == [401] * 5 + [429]
+        assert login("198.51.100.2", PASSWORD).status_code == 429  # a new client: the account's budget is spent
+        assert login("198.51.100.3", PASSWORD, token[:-2] + "xx").status_code == 429  # a forged token is none
+        assert login("198.51.100.2", PASSWORD, token).status_code == 200  # the owner's device: its own budget
+        # A correct password starts the consecutive failures from zero.
+        assert login("198.51.100.4", PASSWORD).status_code == 200
+
+
+def test_bad_input_is_a_4xx_on_postgresql(it_factory: sessionmaker[Session], untrusting: str) -> None:
+    make_user(it_factory, EMAIL, clock=FrozenClock(datetime.now(UTC)))
+    with httpx.Client(base_url=untrusting, timeout=30) as c:
+        token = c.post("/auth/login", json={"email": EMAIL, "password": PASSWORD}).json()["session"]["token"]
+        c.headers["Authorization"] = f"Bearer {token}"
+        for body in ({"email": "a\x00@acme.io", "password": "x"}, {"email": EMAIL, "password": "pass\x00word"}):
+            r = c.post("/auth/login", json=body)
+            assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_request"), r.text
+        r = c.post("/api-keys", json={"name": "ci\x00"})
+        assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_request")
+        for big in (2**31, 2**63, 2**64, 10**30):
+            for path in (f"/api-keys/{big}", f"/auth/sessions/{big}"):
+                r = c.delete(path)
+                assert (r.status_code, r.json()["error"]["code"]) == (404, "not_found"), (path, r.text)
+        assert c.get("/orgs/ac%00me/2fa-policy").status_code == 404
+        assert c.get("/auth/login-history?limit=5%00").status_code == 422
+        huge = b'{"email": "' + b"a" * (65 * 1024) + b'", "password": "x"}'
+        r = c.post("/auth/login", content=huge, headers={"Content-Type": "application/json"})
+        assert (r.status_code, r.json()["error"]["code"]) == (413, "body_too_large")
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: refused while read
+            yield b'{"email": "'
+            for _ in range(100):
+                yield b"a" * 1024
+            yield b'", "password": "x"}'
+
+        r = c.post("/auth/login", content=chunks(), headers={"Content-Type": "application/json"})
+        assert r.status_code == 413
+    with it_factory() as s:
+        assert s.execute(select(LoginHistory.id)).all().__len__() == 1  # nothing written by the bad requests
