@@ -10,6 +10,7 @@ refused connection. The second-factor lockout lives in the database and holds th
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -130,18 +131,18 @@ class Limiter:
     def spent(self, *limits: Limit) -> int | None:
         """Whether any of ``limits`` is used up (without counting): the seconds to wait, or None."""
         for limit in limits:
-            if not self._guard(lambda limit=limit: self._sync.test(limit.item, limit.key), True):  # type: ignore[misc]
+            if not self._guard(functools.partial(self._sync.test, limit.item, limit.key), True):
                 return self._wait(limit)
         return None
 
     def charge(self, *limits: Limit) -> None:
         """Count one failure against each of ``limits``."""
         for limit in limits:
-            self._guard(lambda limit=limit: self._sync.hit(limit.item, limit.key), True)  # type: ignore[misc]
+            self._guard(functools.partial(self._sync.hit, limit.item, limit.key), True)
 
     def clear(self, *limits: Limit) -> None:
         for limit in limits:
-            self._guard(lambda limit=limit: self._sync.clear(limit.item, limit.key), None)  # type: ignore[misc]
+            self._guard(functools.partial(self._sync.clear, limit.item, limit.key), None)
 
     def _wait(self, limit: Limit) -> int:
         stats = self._guard(lambda: self._sync.get_window_stats(limit.item, limit.key), None)
@@ -164,7 +165,7 @@ class Limiter:
             return
         aio = self._async
         for limit in limits:
-            await self._aguard(lambda limit=limit: aio.hit(limit.item, limit.key), True)  # type: ignore[misc]
+            await self._aguard(functools.partial(aio.hit, limit.item, limit.key), True)
 
     async def aclose(self) -> None:
         """Release connections (the application's shutdown)."""

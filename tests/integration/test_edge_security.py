@@ -4,7 +4,7 @@ proxy), a stranger's failures do not lock the owner out, and bad input is a 4xx.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -14,8 +14,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.helpers import PASSWORD, enrol_totp, make_user
 from tests.integration.test_outages import serving
+from twofa import totp
 from twofa.clock import FrozenClock
-from twofa.models import LoginHistory
+from twofa.models import LoginHistory, User
 
 pytestmark = pytest.mark.integration
 EMAIL = "owner@acme.io"
@@ -149,3 +150,52 @@ def test_bad_input_is_a_4xx_on_postgresql(it_factory: sessionmaker[Session], unt
         assert r.status_code == 413
     with it_factory() as s:
         assert s.execute(select(LoginHistory.id)).all().__len__() == 1  # nothing written by the bad requests
+
+
+def signed_in_with_totp(factory: sessionmaker[Session], url: str) -> tuple[str, str, list[str]]:
+    """A user enrolled a minute ago (so the server's current code is a later step), signed in through ``url``:
+    (session token, TOTP secret, backup codes)."""
+    enrolled = FrozenClock(datetime.now(UTC) - timedelta(seconds=60))
+    user = make_user(factory, EMAIL, clock=enrolled)
+    secret, codes = enrol_totp(factory, user, enrolled)
+    with httpx.Client(base_url=url, timeout=30) as c:
+        challenge = c.post("/auth/login", json={"email": EMAIL, "password": PASSWORD}).json()["challenge"]
+        done = c.post("/auth/2fa/login", json={"challenge": challenge, "code": codes[0]})
+    assert done.status_code == 200, done.text
+    return done.json()["session"]["token"], secret, codes
+
+
+def failures(factory: sessionmaker[Session]) -> int:
+    with factory() as s:
+        return s.execute(select(User.second_factor_failures).where(User.email == EMAIL)).scalar_one()
+
+
+def test_wrong_passwords_on_disable_count_toward_the_lockout(
+    it_factory: sessionmaker[Session], untrusting: str
+) -> None:
+    token, secret, _ = signed_in_with_totp(it_factory, untrusting)
+    code = totp.code_at(secret, datetime.now(UTC))
+    wrong_code = "000000" if code != "000000" else "111111"
+    with httpx.Client(base_url=untrusting, timeout=30, headers={"Authorization": f"Bearer {token}"}) as c:
+        bad_password = c.post("/auth/2fa/disable", json={"password": "not the password", "code": code})
+        bad_code = c.post("/auth/2fa/disable", json={"password": PASSWORD, "code": wrong_code})
+        assert bad_password.status_code == bad_code.status_code == 401
+        assert bad_password.json() == bad_code.json()  # which of the two was wrong is not told
+        answers = [c.post("/auth/2fa/disable", json={"password": f"guess {i}", "code": code}) for i in range(4)]
+        assert [r.status_code for r in answers] == [401, 401, 401, 429]
+        assert answers[-1].json()["error"]["code"] == "second_factor_locked"
+        locked = c.post("/auth/2fa/disable", json={"password": PASSWORD, "code": code})
+        assert (locked.status_code, locked.json()["error"]["code"]) == (429, "second_factor_locked")
+    assert failures(it_factory) == 5
+
+
+def test_a_reused_backup_code_is_a_replay_not_a_failure(it_factory: sessionmaker[Session], untrusting: str) -> None:
+    _, _, codes = signed_in_with_totp(it_factory, untrusting)  # codes[0] is used
+    with httpx.Client(base_url=untrusting, timeout=30) as c:
+        for _ in range(6):
+            challenge = c.post("/auth/login", json={"email": EMAIL, "password": PASSWORD}).json()["challenge"]
+            replay = c.post("/auth/2fa/login", json={"challenge": challenge, "code": codes[0]})
+            assert (replay.status_code, replay.json()["error"]["code"]) == (401, "backup_code_used")
+        challenge = c.post("/auth/login", json={"email": EMAIL, "password": PASSWORD}).json()["challenge"]
+        assert c.post("/auth/2fa/login", json={"challenge": challenge, "code": codes[1]}).status_code == 200
+    assert failures(it_factory) == 0
