@@ -76,17 +76,25 @@ def in_thread(endpoint: Callable[..., Any], *, limited: bool = True) -> Callable
     return run
 
 
+# The server ended the session itself (a shutdown or restart, SQLSTATE class 57P): it aborts the transaction of a
+# session it terminates, so a COMMIT answered with this was not carried out.
+_SERVER_ENDED_SESSION = ("57P01", "57P02", "57P03")
+
+
 def _again_after_disconnect(call: Callable[[], Any]) -> Any:
-    """``call()``, run once more when the database connection died under one of its statements (a server restart
-    ends the transactions in flight). Before COMMIT was sent nothing of that transaction can have been written, so
-    the request is run again, on a new connection (``twofa.db`` waits for the server to be back); a connection lost
-    at COMMIT (``statement`` None) leaves the outcome unknown and is not retried."""
+    """``call()``, run once more when the database connection died under it before its transaction committed (a
+    server restart ends the transactions in flight): the request then runs again, on a new connection (``twofa.db``
+    waits for the server to be back). That is certain when a statement failed (``statement`` set: COMMIT was never
+    sent), and when the server answered COMMIT by ending the session; a connection simply lost at COMMIT leaves the
+    outcome unknown and is not retried. A commit that landed just before a termination would make the run a second
+    attempt: a code is then refused as used (4xx), never accepted twice."""
     try:
         return call()
     except DBAPIError as exc:
-        if not exc.connection_invalidated or exc.statement is None:
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        if not exc.connection_invalidated or (exc.statement is None and sqlstate not in _SERVER_ENDED_SESSION):
             raise
-    log.warning("the database connection was lost before the commit; running the request again")
+    log.warning("the database ended the connection before the commit; running the request again")
     return call()
 
 
