@@ -3,6 +3,8 @@ proxy), a stranger's failures do not lock the owner out, and bad input is a 4xx.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from tests.harness.services import ROOT
 from tests.helpers import PASSWORD, enrol_totp, make_user
 from tests.integration.test_outages import serving
 from twofa import totp
@@ -36,9 +39,21 @@ def untrusting(worker_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def behind_proxy(worker_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
-    """``twofa serve`` behind a proxy on loopback, named in ``TWOFA_FORWARDED_ALLOW_IPS``."""
-    with serving(worker_env | {"TWOFA_FORWARDED_ALLOW_IPS": "127.0.0.1"}, tmp_path / "serve.log") as url:
+    """``twofa serve`` behind a proxy on loopback, named with ``--forwarded-allow-ips``."""
+    with serving(worker_env, tmp_path / "serve.log", "--forwarded-allow-ips", "127.0.0.1") as url:
         yield url
+
+
+def test_serve_refuses_a_proxy_setting_that_names_no_address(worker_env: dict[str, str]) -> None:
+    for args, env in (
+        (["--forwarded-allow-ips", "10.0.0.1,proxy.internal"], worker_env),
+        ([], worker_env | {"TWOFA_FORWARDED_ALLOW_IPS": "*"}),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "cli.main", "serve", *args], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith("error: --forwarded-allow-ips: ") and done.stderr.count("\n") == 1, done.stderr
 
 
 def test_a_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored(

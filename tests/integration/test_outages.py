@@ -80,11 +80,11 @@ class PrivatePostgres:
 
 
 @contextlib.contextmanager
-def serving(env: dict[str, str], log: Path) -> Iterator[str]:
+def serving(env: dict[str, str], log: Path, *args: str) -> Iterator[str]:
     port = free_port()
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--no-access-log"],
+            [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--no-access-log", *args],
             cwd=ROOT,
             env=env,
             stdout=out,
