@@ -10,7 +10,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from twofa.errors import ChallengeInvalid, CodeReused, DomainError, InvalidCode, InvalidCredentials, TooManyAttempts
+from twofa.errors import (
+    BackupCodeUsed,
+    ChallengeInvalid,
+    CodeReused,
+    DomainError,
+    InvalidCode,
+    InvalidCredentials,
+    TooManyAttempts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +47,8 @@ class ApiError(Exception):
 def is_failure(exc: DomainError) -> bool:
     """A wrong password, code or challenge: a guess, charged to the failure budgets (``Ctx.limit_auth``). Malformed
     input and replays are not guesses."""
-    return isinstance(exc, InvalidCredentials | InvalidCode | ChallengeInvalid) and not isinstance(exc, CodeReused)
+    guess = isinstance(exc, InvalidCredentials | InvalidCode | ChallengeInvalid)
+    return guess and not isinstance(exc, CodeReused | BackupCodeUsed)
 
 
 def install(app: FastAPI) -> None:
