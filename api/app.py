@@ -9,7 +9,8 @@ from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import errors
-from api.ratelimit import Limiter, MemoryLimiter, RedisLimiter
+from api.ratelimit import Limiter
+from api.request_bounds import RequestBounds
 from api.routes import account, auth, orgs, twofa_routes, weekly
 from api.routing import close_slots
 from twofa.clock import SYSTEM_CLOCK, Clock
@@ -57,6 +58,7 @@ def create_app(
             403: {"model": errors.ErrorResponse, "description": "not allowed (e.g. 2FA set-up required first)"},
             404: {"model": errors.ErrorResponse, "description": "no such thing, or not yours"},
             409: {"model": errors.ErrorResponse, "description": "the account's state forbids it"},
+            413: {"model": errors.ErrorResponse, "description": "request body over 64 KiB"},
             422: {"model": errors.ErrorResponse, "description": "malformed body or values"},
             429: {"model": errors.ErrorResponse, "description": "rate limited or second factor locked"},
         },
@@ -65,8 +67,9 @@ def create_app(
     app.state.clock = clock
     app.state.gate = gate
     app.state.settings = settings
-    app.state.limiter = limiter or (RedisLimiter(settings.ratelimit_url) if settings.ratelimit_url else MemoryLimiter())
+    app.state.limiter = limiter or Limiter(settings.ratelimit_url)
     errors.install(app)
+    app.add_middleware(RequestBounds)
 
     for module in (auth, twofa_routes, account, orgs, weekly):
         app.include_router(module.router, prefix=PREFIX)

@@ -1,16 +1,19 @@
-"""Per-request context: the database, the clock, who is calling, and the rate limits."""
+"""Per-request context: the database, the clock, who is calling, from where, and the rate limits."""
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from fastapi import Request
+from fastapi import Request, Response
 from sqlalchemy.orm import Session, sessionmaker
 
+from api import devices
 from api.errors import ApiError
-from api.ratelimit import Limiter, account_key, challenge_key
+from api.ratelimit import Limit, Limiter, account_key, challenge_key, digest
 from twofa import api_keys, sessions
 from twofa.clock import Clock
 from twofa.db import transaction
@@ -18,7 +21,7 @@ from twofa.errors import DomainError, InvalidApiKey, InvalidSession
 from twofa.logins import EnrolmentGate
 from twofa.models import User
 from twofa.sessions import Client
-from twofa.settings import Settings
+from twofa.settings import IPNetwork, Settings
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,47 @@ class Principal:
     verified: bool = False  # a session that passed a second factor
 
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _address(value: str | None) -> IPAddress | None:
+    """``value`` as an address; None when it is not one (or carries an IPv6 zone, which no client address has)."""
+    try:
+        ip = ipaddress.ip_address((value or "").strip())
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.scope_id:
+            return None
+        return ip.ipv4_mapped or ip
+    return ip
+
+
+def client_address(peer: str | None, forwarded: str | None, trusted: tuple[IPNetwork, ...]) -> IPAddress | None:
+    """The client: the peer, or, when the peer is a trusted proxy, the nearest address of ``X-Forwarded-For`` that is
+    not itself a trusted proxy. An entry that does not parse stands for nothing: the peer's address is taken."""
+    peer_ip = _address(peer)
+    if peer_ip is None or not forwarded or not any(peer_ip in net for net in trusted):
+        return peer_ip
+    hop: IPAddress | None = peer_ip
+    for entry in reversed(forwarded.split(",")):
+        hop = _address(entry)
+        if hop is None:
+            return peer_ip
+        if not any(hop in net for net in trusted):
+            return hop
+    return hop  # every hop a trusted proxy: the farthest
+
+
+def limit_key(ip: IPAddress | None) -> str:
+    """What the per-address limits count: an IPv4 address, or an IPv6 client's /64 (one subscriber's network)."""
+    if ip is None:
+        return "unknown"
+    if isinstance(ip, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 @dataclass
 class Ctx:
     factory: sessionmaker[Session]
@@ -37,11 +81,26 @@ class Ctx:
     settings: Settings
     limiter: Limiter
     request: Request
+    response: Response | None = None  # where headers and cookies for the answer go
+
+    @functools.cached_property
+    def _ip(self) -> IPAddress | None:
+        peer = self.request.client.host if self.request.client else None
+        forwarded = ",".join(self.request.headers.getlist("x-forwarded-for")) or None
+        return client_address(peer, forwarded, self.settings.trusted_proxies)
 
     @property
     def client(self) -> Client:
-        host = self.request.client.host if self.request.client else None
-        return Client(ip=host, user_agent=self.request.headers.get("user-agent", "")[:512] or None)
+        ip = self._ip
+        return Client(
+            ip=str(ip) if ip is not None else None,
+            user_agent=self.request.headers.get("user-agent", "")[:512] or None,
+        )
+
+    @property
+    def where(self) -> str:
+        """The client's key in the per-address limits."""
+        return limit_key(self._ip)
 
     @property
     def gate(self) -> EnrolmentGate:
@@ -60,23 +119,60 @@ class Ctx:
             yield session
 
     def limit(self, key: str, limit: int, window: int = 60) -> None:
-        _refuse_after(self.limiter.hit(key, limit, window))
+        """Count one request against ``limit`` per ``window`` seconds of ``key``; 429 beyond it."""
+        _refuse_after(self.limiter.hit(Limit(key, limit, window)))
 
     async def alimit(self, key: str, limit: int, window: int = 60) -> None:
         """``limit`` on the event loop."""
-        _refuse_after(await self.limiter.ahit(key, limit, window))
+        _refuse_after(await self.limiter.ahit(Limit(key, limit, window)))
 
     def limit_auth(self, email: str | None = None, challenge: str | None = None) -> None:
-        """The stricter limits of the endpoints that check passwords and codes: per IP, and per account.
+        """The failure budgets of the endpoints that check passwords and codes: refuse (429) once one is spent, and
+        charge this request to them if it fails (``api.errors`` does, on a wrong password, code or challenge).
 
-        The second step of a sign-in names its account only through the challenge, which the database must be read
-        to resolve; it is limited per challenge instead. That bounds the account too: a challenge belongs to one
-        account, and only a password sign-in, limited per account, makes one."""
-        self.limit(f"ip:{self.client.ip}:auth", self.settings.ratelimit_auth_per_ip)
+        Failures, not requests, are counted: per client address, and per account and address (a sign-in's second
+        step: per challenge, which stands for one account and one client), so that a stranger's failures slow the
+        stranger. The account-wide budget (``ratelimit_account_failures`` consecutive failures) refuses only clients
+        without the account's device token."""
+        s = self.settings
+        budgets = [Limit(f"fail:ip:{self.where}", s.ratelimit_auth_per_ip)]
         if email:
-            self.limit(account_key(email), self.settings.ratelimit_auth_per_account)
+            budgets.append(self._pair_budget(email))
+            if not devices.valid(self._device_token(), email, self.clock.now()):
+                budgets.append(self._account_budget(email))
         if challenge:
-            self.limit(challenge_key(challenge), self.settings.ratelimit_auth_per_account)
+            budgets.append(Limit("fail:" + challenge_key(challenge), s.ratelimit_auth_per_account))
+        _refuse_after(self.limiter.spent(*budgets))
+        self.request.state.charge_failure = functools.partial(self.limiter.acharge, *budgets)
+
+    def signed_in(self, email: str) -> None:
+        """A correct password for ``email``: the account's consecutive failures start again from zero, and the client
+        gets the account's device token (header and cookie)."""
+        self.limiter.clear(self._account_budget(email), self._pair_budget(email))
+        self.request.state.charge_failure = None
+        if self.response is None:
+            return
+        days = self.settings.device_token_days
+        token = devices.issue(email, self.clock.now(), days)
+        self.response.headers[devices.HEADER] = token
+        self.response.set_cookie(
+            devices.COOKIE,
+            token,
+            max_age=days * 86400,
+            httponly=True,
+            samesite="strict",
+            secure=self.request.url.scheme == "https",
+        )
+
+    def _pair_budget(self, email: str) -> Limit:
+        key = digest("fail:acct-ip", f"{email.strip().lower()}|{self.where}")
+        return Limit(key, self.settings.ratelimit_auth_per_account)
+
+    def _account_budget(self, email: str) -> Limit:
+        return Limit("fail:" + account_key(email), self.settings.ratelimit_account_failures, 86400)
+
+    def _device_token(self) -> str | None:
+        return self.request.headers.get(devices.HEADER) or self.request.cookies.get(devices.COOKIE)
 
     def principal(self, session: Session, *, api_key: bool = False, enrol_scope: bool = False) -> Principal:
         """Who is calling: a session token, or (where ``api_key``) an API key. A session limited to enrolment is
@@ -107,10 +203,11 @@ def _refuse_after(wait: int | None) -> None:
 __all__ = ["Ctx", "DomainError", "Principal"]
 
 
-async def get_ctx(request: Request) -> Ctx:
-    """The FastAPI dependency: a context per request, with the overall per-IP limit applied. A coroutine, so that it
-    runs on the event loop rather than in a trip to the thread pool (``api.routing``)."""
+async def get_ctx(request: Request, response: Response) -> Ctx:
+    """The FastAPI dependency: a context per request, with the overall per-address limit applied. A coroutine, so
+    that it runs on the event loop rather than in a trip to the thread pool (``api.routing``). Headers and cookies
+    set on ``response`` reach the answer."""
     state = request.app.state
-    ctx = Ctx(state.factory, state.clock, state.settings, state.limiter, request)
-    await ctx.alimit(f"ip:{ctx.client.ip}", state.settings.ratelimit_per_ip)
+    ctx = Ctx(state.factory, state.clock, state.settings, state.limiter, request, response)
+    await ctx.alimit(f"ip:{ctx.where}", state.settings.ratelimit_per_ip)
     return ctx

@@ -10,7 +10,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from twofa.errors import DomainError, TooManyAttempts
+from twofa.errors import (
+    BackupCodeUsed,
+    ChallengeInvalid,
+    CodeReused,
+    DomainError,
+    InvalidCode,
+    InvalidCredentials,
+    TooManyAttempts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +44,19 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
 
 
+def is_failure(exc: DomainError) -> bool:
+    """A wrong password, code or challenge: a guess, charged to the failure budgets (``Ctx.limit_auth``). Malformed
+    input and replays are not guesses."""
+    guess = isinstance(exc, InvalidCredentials | InvalidCode | ChallengeInvalid)
+    return guess and not isinstance(exc, CodeReused | BackupCodeUsed)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
-    async def _domain(_: Request, exc: DomainError) -> JSONResponse:
+    async def _domain(request: Request, exc: DomainError) -> JSONResponse:
+        charge = getattr(request.state, "charge_failure", None)
+        if charge is not None and is_failure(exc):
+            await charge()
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyAttempts) else None
         return error(exc.status, exc.code, exc.message, headers)
 
@@ -50,12 +68,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
+        if first.get("loc", ("",))[0] == "path":  # an id beyond any row's, a slug no organisation has
+            return error(404, "not_found", "no such thing")
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         return error(422, "invalid_request", f"{where or 'body'}: {first.get('msg', 'invalid')}")
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(exc.status_code, "http_error")
         return error(exc.status_code, code, str(exc.detail))
 
     @app.exception_handler(Exception)

@@ -23,6 +23,7 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -30,8 +31,11 @@ from typing import Any
 import anyio.to_thread
 from anyio.lowlevel import RunVar
 from fastapi import APIRouter
+from sqlalchemy.exc import DBAPIError
 
 from twofa.settings import get_settings
+
+log = logging.getLogger(__name__)
 
 # Per event loop: tests run several servers, each on its own loop.
 _SLOTS: RunVar[ThreadPoolExecutor | None] = RunVar("twofa_api_slots", default=None)
@@ -61,13 +65,35 @@ def in_thread(endpoint: Callable[..., Any], *, limited: bool = True) -> Callable
 
     @functools.wraps(endpoint)
     async def run(*args: Any, **kwargs: Any) -> Any:
-        call = functools.partial(endpoint, *args, **kwargs)
+        call = functools.partial(_again_after_disconnect, functools.partial(endpoint, *args, **kwargs))
         if not limited:
             return await anyio.to_thread.run_sync(call)
         context = contextvars.copy_context()
         return await asyncio.get_running_loop().run_in_executor(_slots(), context.run, call)
 
     return run
+
+
+# The server ended the session itself (a shutdown or restart, SQLSTATE class 57P): it aborts the transaction of a
+# session it terminates, so a COMMIT answered with this was not carried out.
+_SERVER_ENDED_SESSION = ("57P01", "57P02", "57P03")
+
+
+def _again_after_disconnect(call: Callable[[], Any]) -> Any:
+    """``call()``, run once more when the database connection died under it before its transaction committed (a
+    server restart ends the transactions in flight): the request then runs again, on a new connection (``twofa.db``
+    waits for the server to be back). That is certain when a statement failed (``statement`` set: COMMIT was never
+    sent), and when the server answered COMMIT by ending the session; a connection simply lost at COMMIT leaves the
+    outcome unknown and is not retried. A commit that landed just before a termination would make the run a second
+    attempt: a code is then refused as used (4xx), never accepted twice."""
+    try:
+        return call()
+    except DBAPIError as exc:
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        if not exc.connection_invalidated or (exc.statement is None and sqlstate not in _SERVER_ENDED_SESSION):
+            raise
+    log.warning("the database ended the connection before the commit; running the request again")
+    return call()
 
 
 class Router(APIRouter):

@@ -3,63 +3,80 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
-Str320 = Field(min_length=1, max_length=320)
+# No NUL character in any string (PostgreSQL text cannot hold one): refused as bad input, not failed in the database.
+NO_NUL = r"^[^\x00]*$"
+Str320 = Field(min_length=1, max_length=320, pattern=NO_NUL)
+# A row id in a path: the id columns are INTEGER, so a larger number names nothing (404, not a database error).
+MAX_ID = 2**31 - 1
+PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+Password = Field(min_length=1, pattern=NO_NUL, max_length=1024)
+Code = Field(min_length=1, pattern=NO_NUL, max_length=64)
+
+
 class LoginRequest(Body):
     email: str = Str320
-    password: str = Field(min_length=1, max_length=1024)
+    password: str = Password
 
 
 class SecondFactorRequest(Body):
-    challenge: str = Field(min_length=1, max_length=200)
-    code: str = Field(min_length=1, max_length=64, description="6-digit app or email code, or a backup code")
+    challenge: str = Field(min_length=1, pattern=NO_NUL, max_length=200)
+    code: str = Field(
+        min_length=1, pattern=NO_NUL, max_length=64, description="6-digit app or email code, or a backup code"
+    )
     method: Literal["totp", "email", "backup_code"] | None = None
 
 
 class CodeRequest(Body):
-    code: str = Field(min_length=1, max_length=64)
-
-
-Password = Field(min_length=1, max_length=1024)
+    code: str = Code
 
 
 class EmailOtpRequest(Body):
     challenge: str | None = Field(
-        default=None, max_length=200, description="During a login: resend the code for this challenge."
+        default=None, pattern=NO_NUL, max_length=200, description="During a login: resend the code for this challenge."
     )
     password: str | None = Field(
-        default=None, min_length=1, max_length=1024, description="To start email codes as the second factor."
+        default=None,
+        min_length=1,
+        pattern=NO_NUL,
+        max_length=1024,
+        description="To start email codes as the second factor.",
     )
 
 
 class SetupRequest(Body):
     password: str = Password
     code: str | None = Field(
-        default=None, min_length=1, max_length=64, description="While 2FA is on: a current code, or a backup code"
+        default=None,
+        min_length=1,
+        pattern=NO_NUL,
+        max_length=64,
+        description="While 2FA is on: a current code, or a backup code",
     )
 
 
 class DisableRequest(Body):
     password: str = Password
-    code: str = Field(min_length=1, max_length=64, description="A current code, or a backup code")
+    code: str = Field(min_length=1, pattern=NO_NUL, max_length=64, description="A current code, or a backup code")
 
 
 class RegenerateRequest(Body):
     password: str = Password
-    code: str = Field(min_length=1, max_length=64, description="A current app or email code")
+    code: str = Field(min_length=1, pattern=NO_NUL, max_length=64, description="A current app or email code")
 
 
 class ApiKeyRequest(Body):
-    name: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, pattern=NO_NUL, max_length=100)
 
 
 class PolicyUpdate(Body):

@@ -45,11 +45,28 @@ def serve(
     log_level: LogLevel = typer.Option(
         LogLevel.info, case_sensitive=False, metavar="LEVEL", help="critical, error, warning, info or debug."
     ),
+    forwarded_allow_ips: str | None = typer.Option(
+        None,
+        envvar="TWOFA_FORWARDED_ALLOW_IPS",
+        metavar="ADDRESSES",
+        help="Proxies (addresses or networks, comma-separated) whose X-Forwarded-For names the client. "
+        "Default: none; the peer is the client.",
+    ),
 ) -> None:
     """Run the HTTP API (uvicorn). Emails are handed to the Celery workers after each commit."""
-    from api.server import ServerConfig, run_server
-    from twofa.settings import require_service_settings
+    import os
 
+    from api.server import ServerConfig, run_server
+    from cli.errors import fail
+    from twofa.settings import get_settings, parse_networks, require_service_settings
+
+    if forwarded_allow_ips is not None:
+        try:
+            parse_networks(forwarded_allow_ips)
+        except ValueError as exc:
+            raise fail(f"--forwarded-allow-ips: {exc}") from None
+        os.environ["TWOFA_FORWARDED_ALLOW_IPS"] = forwarded_allow_ips  # read by each server process's settings
+        get_settings.cache_clear()
     require_service_settings()  # fail here, with one line, rather than in every server process
     config = ServerConfig(
         "cli.serve:make_app",
@@ -57,7 +74,9 @@ def serve(
         host=host,
         port=port,
         workers=workers,
-        proxy_headers=True,
+        # The application reads X-Forwarded-For itself, from the proxies it trusts only (api.context): uvicorn's
+        # own handling trusts 127.0.0.1 by default and takes any text for an address.
+        proxy_headers=False,
         access_log=access_log,
         log_level=log_level.value,
     )

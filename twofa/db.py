@@ -9,6 +9,7 @@ up front turns what PostgreSQL does with ``SELECT ... FOR UPDATE`` into plain se
 from __future__ import annotations
 
 import os
+import select as io_select
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -112,14 +113,28 @@ def conflict_insert(session: Session, model: Any) -> Any:
     return sqlite.insert(model)
 
 
-# A pooled PostgreSQL connection idle longer than this is pinged before use (a restart, a failover or a firewall
-# may have dropped it); one in constant use is not: a ping per checkout cost a third of a sign-in's database time.
+# A pooled PostgreSQL connection idle longer than this is pinged before use (a firewall or a failover may have dropped
+# it silently); one in constant use is not: a ping per checkout cost a third of a sign-in's database time.
 PING_IDLE_AFTER = 5.0  # seconds
 
 
-def _ping_when_idle(engine: Engine) -> None:
-    """SQLAlchemy's ``pool_pre_ping``, for connections that sat idle only. A failed ping raises
-    ``DisconnectionError``, on which the pool drops that connection and checks out another."""
+def _closed_by_server(dbapi_connection: Any) -> bool:
+    """Whether the server has closed this idle connection. An idle connection has nothing to read: a readable socket
+    holds the server's goodbye (a restart sends "terminating connection", then closes). No round trip: one poll."""
+    if getattr(dbapi_connection, "closed", False) or getattr(dbapi_connection, "broken", False):
+        return True
+    try:
+        poller = io_select.poll()
+        poller.register(dbapi_connection.fileno(), io_select.POLLIN | io_select.POLLERR | io_select.POLLHUP)
+    except Exception:  # no socket left
+        return True
+    return bool(poller.poll(0))
+
+
+def _check_on_checkout(engine: Engine) -> None:
+    """A pooled connection that the server closed (a restart) is replaced before any statement runs on it, and one
+    that sat idle is pinged (SQLAlchemy's ``pool_pre_ping``, for those only). Both raise ``DisconnectionError``, on
+    which the pool reconnects the record, and the request goes on."""
 
     @event.listens_for(engine, "checkin")
     def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
@@ -128,12 +143,36 @@ def _ping_when_idle(engine: Engine) -> None:
     @event.listens_for(engine, "checkout")
     def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
         checked_in = record.info.pop("twofa_checked_in", None)
-        if checked_in is None or time.monotonic() - checked_in < PING_IDLE_AFTER:
+        if checked_in is None:
+            return
+        if _closed_by_server(dbapi_connection):
+            raise DisconnectionError("the server closed a pooled connection")
+        if time.monotonic() - checked_in < PING_IDLE_AFTER:
             return
         try:
             engine.dialect.do_ping(dbapi_connection)
         except Exception as exc:
             raise DisconnectionError("a pooled connection did not answer its ping") from exc
+
+
+# What PostgreSQL answers while it restarts: new connections are refused, or told it is starting or stopping.
+_RESTARTING = ("connection refused", "the database system is")
+
+
+def _wait_for_server(engine: Engine, wait: float) -> None:
+    """A new connection is tried again for up to ``wait`` seconds while the server restarts, so that requests wait for
+    it instead of failing. Other errors (a wrong password, an unknown database) fail at once."""
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect: Dialect, _record: Any, cargs: Any, cparams: Any) -> Any:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return dialect.connect(*cargs, **cparams)
+            except dialect.loaded_dbapi.OperationalError as exc:
+                if time.monotonic() >= deadline or not any(s in str(exc).lower() for s in _RESTARTING):
+                    raise
+            time.sleep(0.2)
 
 
 def insert_rows(
@@ -203,7 +242,9 @@ def make_engine(url: str) -> Engine:
         pool_size=10,
         max_overflow=20,
     )
-    _ping_when_idle(engine)
+    _check_on_checkout(engine)
+    if wait := get_settings().database_connect_wait:
+        _wait_for_server(engine, wait)
     return engine
 
 

@@ -89,7 +89,7 @@ class CodeReused(InvalidCode):
     code = "code_reused"
 
 
-class BackupCodeUsed(InvalidCode):
+class BackupCodeUsed(CodeReused):
     """This backup code was already used."""
 
     code = "backup_code_used"

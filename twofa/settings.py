@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from twofa.errors import InvalidInput
@@ -54,16 +55,30 @@ class Settings(BaseSettings):
     # A queued outbox row this many seconds past due is taken for lost and dispatched again by the sweeper.
     outbox_sweep_grace: int = 30
 
-    # HTTP API request limits (per minute). Counted in Redis when ratelimit_url is set, else per process.
+    # HTTP API limits, in moving windows; counted in Redis when ratelimit_url is set, else per process. Requests a
+    # minute per client address (any endpoint); failed sign-ins and code checks a minute per client address
+    # (`_auth_per_ip`) and per account + address (`_auth_per_account`); and failures of an account from any client
+    # that has not signed in to it before (no device token), until a sign-in succeeds (NIST SP 800-63B 5.2.2 allows
+    # at most 100 consecutive failures per account).
     ratelimit_url: str | None = None
-    ratelimit_per_ip: int = 120
-    ratelimit_auth_per_ip: int = 30
-    ratelimit_auth_per_account: int = 10
+    ratelimit_per_ip: int = Field(default=120, ge=1)
+    ratelimit_auth_per_ip: int = Field(default=30, ge=1)
+    ratelimit_auth_per_account: int = Field(default=10, ge=1)
+    ratelimit_account_failures: int = Field(default=100, ge=1, le=100)
+    # How long a device token (issued at a sign-in, OWASP's device cookie) keeps its client's own budget.
+    device_token_days: int = Field(default=180, ge=1, le=400)
+    # Proxies whose X-Forwarded-For names the client: addresses or networks, comma-separated (default: none, the
+    # peer is the client).
+    forwarded_allow_ips: str = ""
 
     # Requests of one API server process that may run their (synchronous) database work at once; the others wait
     # their turn in the queue of its slot threads (api.routing). Under the GIL, more threads contend rather than
     # overlap; raise it when the database is far away.
     api_concurrency: int = Field(default=4, ge=1, le=256)
+
+    # Seconds a new database connection is retried while the server is unreachable (a restart, a failover) before the
+    # request fails; 0: fail at once.
+    database_connect_wait: float = Field(default=10.0, ge=0, le=120)
 
     login_challenge_ttl: int = 600
     session_ttl: int = 12 * 3600
@@ -82,6 +97,24 @@ class Settings(BaseSettings):
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 65536
     argon2_parallelism: int = 4
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    @property
+    def trusted_proxies(self) -> tuple[IPNetwork, ...]:
+        return parse_networks(self.forwarded_allow_ips)
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(value: str) -> tuple[IPNetwork, ...]:
+    """``"10.0.0.1, 10.1.0.0/16"``: the networks named (an address stands for itself); ValueError on anything else."""
+    return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in value.split(",") if part.strip())
 
 
 @lru_cache(maxsize=1)

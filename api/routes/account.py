@@ -8,7 +8,7 @@ from fastapi import Depends, Query
 
 from api.context import Ctx, get_ctx
 from api.routing import Router
-from api.schemas import ApiKeyCreated, ApiKeyInfo, ApiKeyRequest, Done, HistoryEntry, SessionInfo
+from api.schemas import ApiKeyCreated, ApiKeyInfo, ApiKeyRequest, Done, HistoryEntry, PathId, SessionInfo
 from twofa import api_keys, logins, sessions
 from twofa.models import ApiKey
 
@@ -56,7 +56,7 @@ def list_sessions(ctx: CtxDep) -> list[SessionInfo]:
 
 
 @router.delete("/auth/sessions/{session_id}", response_model=Done)
-def revoke_session(session_id: int, ctx: CtxDep) -> Done:
+def revoke_session(session_id: PathId, ctx: CtxDep) -> Done:
     """Sign out one of the caller's sessions."""
     with ctx.unit() as s:
         sessions.revoke(s, ctx.principal(s).user.id, session_id, ctx.clock)
@@ -99,7 +99,7 @@ def list_keys(ctx: CtxDep) -> list[ApiKeyInfo]:
 
 
 @router.delete("/api-keys/{key_id}", response_model=Done)
-def revoke_key(key_id: int, ctx: CtxDep) -> Done:
+def revoke_key(key_id: PathId, ctx: CtxDep) -> Done:
     """Revoke one of the caller's API keys; it stops working at once."""
     with ctx.unit() as s:
         api_keys.revoke(s, ctx.principal(s, api_key=True).user.id, key_id, ctx.clock)

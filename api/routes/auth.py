@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Body, Depends
 
+from api import devices
 from api.context import Ctx, get_ctx
 from api.errors import ApiError, ErrorResponse
 from api.routing import Router
@@ -34,7 +35,12 @@ def _logged_in(done: logins.LoggedIn) -> LoginResponse:
 
 
 @router.post(
-    "/auth/login", response_model=LoginResponse, response_model_exclude_none=True, response_model_by_alias=True
+    "/auth/login",
+    response_model=LoginResponse,
+    response_model_exclude_none=True,
+    response_model_by_alias=True,
+    responses=devices.RESPONSES,
+    openapi_extra=devices.OPENAPI_EXTRA,
 )
 def login(body: LoginRequest, ctx: CtxDep) -> LoginResponse:
     """Email and password. Answers a session, or that a second factor is needed (with a short-lived challenge and
@@ -43,6 +49,7 @@ def login(body: LoginRequest, ctx: CtxDep) -> LoginResponse:
     ctx.limit_auth(body.email)
     with ctx.unit() as s:
         result = logins.login_with_password(s, body.email, body.password, ctx.client, gate=ctx.gate, clock=ctx.clock)
+    ctx.signed_in(body.email)
     if isinstance(result, logins.SecondFactorRequired):
         return LoginResponse(
             status="2fa_required",

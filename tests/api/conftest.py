@@ -12,7 +12,7 @@ import uvicorn
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
-from api.ratelimit import MemoryLimiter
+from api.ratelimit import Limiter
 from policies.gate import enrolment_required
 from tests.harness.services import SmtpServer, free_port, wait_for
 from twofa import outbox
@@ -27,7 +27,7 @@ class Server:
     url: str
     clock: FrozenClock
     smtp: SmtpServer
-    limiter: MemoryLimiter
+    limiter: Limiter
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -39,10 +39,12 @@ def server(factory: sessionmaker[Session], clock: FrozenClock) -> Iterator[Serve
     smtp = SmtpServer()
     backend = SmtpBackend(Settings(smtp_host="127.0.0.1", smtp_port=smtp.port))
     previous = outbox.install_dispatcher(SynchronousDispatcher(factory, backend, clock))
-    limiter = MemoryLimiter(now=lambda: clock.now().timestamp())  # windows move with the test's clock
+    limiter = Limiter()  # in this process's memory
     app = create_app(gate=enrolment_required, factory=factory, clock=clock, limiter=limiter)
     port = free_port()
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    uv = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", proxy_headers=False)
+    )
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
     wait_for(lambda: uv.started, 10, what="uvicorn to start")

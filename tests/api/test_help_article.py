@@ -192,22 +192,21 @@ def test_rate_limited_per_account(server: Server, factory: sessionmaker[Session]
     assert limited.json()["error"]["code"] == "rate_limited"
 
 
-def test_the_second_step_is_rate_limited_per_challenge(server: Server, factory: sessionmaker[Session]) -> None:
-    # Per account: the challenge stands for its account (the request names no other), from whatever IPs it comes.
+def test_the_second_step_counts_wrong_codes_not_malformed_ones(server: Server, factory: sessionmaker[Session]) -> None:
+    # Malformed codes are no guesses: they use up no budget. Wrong codes lock the second factor (in the database).
     user = make_user(factory, "owner@acme.io", role="owner", clock=server.clock)
     secret, _ = enrol_totp(factory, user, server.clock)
     first = sign_in(server)["challenge"]
+    code = totp.code_at(secret, server.clock.now())
+    wrong = "000000" if code != "000000" else "111111"
     with server.client() as c:
-        answers = [c.post("/auth/2fa/login", json={"challenge": first, "code": "12345x"}) for _ in range(11)]
-        assert [r.status_code for r in answers] == [422] * 10 + [429]
-        assert answers[-1].json()["error"]["code"] == "rate_limited"
-        code = totp.code_at(secret, server.clock.now())
+        malformed = [c.post("/auth/2fa/login", json={"challenge": first, "code": "12345x"}) for _ in range(12)]
+        assert [r.status_code for r in malformed] == [422] * 12
+        answers = [c.post("/auth/2fa/login", json={"challenge": first, "code": wrong}) for _ in range(6)]
+        assert [r.status_code for r in answers] == [401] * 5 + [429]
+        assert answers[-1].json()["error"]["code"] == "second_factor_locked"
         refused = c.post("/auth/2fa/login", json={"challenge": first, "code": code})
-        assert (refused.status_code, refused.json()["error"]["code"]) == (429, "rate_limited")
-        assert c.post("/auth/2fa/email-otp", json={"challenge": first}).status_code == 429
-        # Another challenge of the same account, from the same address, is not held back by this one's limit.
-        signed_in = c.post("/auth/2fa/login", json={"challenge": sign_in(server)["challenge"], "code": code})
-    assert signed_in.status_code == 200 and signed_in.json()["session"]["2fa_verified"] is True
+        assert (refused.status_code, refused.json()["error"]["code"]) == (429, "second_factor_locked")
 
 
 def signed_in_with_app(server: Server, factory: sessionmaker[Session], email: str, role: str) -> str:

@@ -59,11 +59,11 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.05, what: str =
 class RedisServer:
     """A redis-server of our own on a free port: FLUSHALL and MONITOR touch nobody else's data."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-        self.port = free_port()
+        self.port = port or free_port()
         self.workdir = workdir
         self.proc = subprocess.Popen(
             [

@@ -1,7 +1,8 @@
 """Request limits counted in a real Redis, shared by two API servers (as by the processes of one deployment).
 
-The per-IP limit is applied on the event loop (``RedisLimiter.ahit``), the per-account limit of the sign-in
-endpoints in the endpoint's worker thread (``RedisLimiter.hit``): both must count in the same place."""
+The per-IP limit is applied on the event loop (``Limiter.ahit``); the failure budgets of the sign-in endpoints are
+checked in the endpoint's worker thread (``Limiter.spent``) and charged on the loop (``Limiter.acharge``): all must
+count in the same place."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import uvicorn
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
-from api.ratelimit import RedisLimiter
+from api.ratelimit import Limiter
 from policies.gate import enrolment_required
 from tests.harness.services import RedisServer, free_port, wait_for
 from tests.helpers import make_user
@@ -33,7 +34,7 @@ def two_servers(
     prefix = f"test-rl-{secrets.token_hex(4)}:"  # this run's keys only
     urls, servers, threads = [], [], []
     for _ in range(2):
-        app = create_app(gate=enrolment_required, factory=it_factory, limiter=RedisLimiter(it_redis.url, prefix=prefix))
+        app = create_app(gate=enrolment_required, factory=it_factory, limiter=Limiter(it_redis.url, prefix=prefix))
         port = free_port()
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
         thread = threading.Thread(target=server.run, daemon=True)
@@ -62,7 +63,7 @@ def test_per_ip_limit_is_shared_by_the_servers(two_servers: tuple[list[str], str
     with httpx.Client(base_url=urls[0]) as c:
         refused = c.get("/auth/2fa/status")
     assert refused.json()["error"]["code"] == "rate_limited" and int(refused.headers["Retry-After"]) >= 1
-    assert list(it_redis.client.scan_iter(match=f"{prefix}ip:*")), "the count lives in Redis"
+    assert list(it_redis.client.scan_iter(match=f"{prefix}*/ip:*")), "the count lives in Redis"
 
 
 def test_per_account_limit_is_shared_by_the_servers(
@@ -75,5 +76,5 @@ def test_per_account_limit_is_shared_by_the_servers(
         with httpx.Client(base_url=urls[i % 2]) as c:
             codes.append(c.post("/auth/login", json={"email": "owner@acme.io", "password": "wrong"}).status_code)
     assert codes == [401, 401, 401, 429]
-    keys = [k.decode() for k in it_redis.client.scan_iter(match=f"{prefix}acct:*")]
+    keys = [k.decode() for k in it_redis.client.scan_iter(match=f"{prefix}*fail:acct*")]
     assert keys and not any("owner" in k or "acme" in k for k in keys), "keyed on a hash, not the address"

@@ -35,12 +35,19 @@ def test_disable_needs_password_and_a_current_code(
 ) -> None:
     user = make_user(factory, clock=clock)
     secret, codes = enrol_totp(factory, user, clock)
-    with pytest.raises(InvalidCredentials), transaction(factory) as s:
+    with pytest.raises(InvalidCredentials) as wrong_password, transaction(factory) as s:
         manage.disable(s, user, "wrong password!", totp.code_at(secret, clock.now()), clock=clock)
-    with pytest.raises(InvalidCredentials), transaction(factory) as s:  # a wrong code answers as a wrong password
+    with pytest.raises(InvalidCredentials) as wrong_code, transaction(factory) as s:
         manage.disable(
             s, user, PASSWORD, "000000" if totp.code_at(secret, clock.now()) != "000000" else "111111", clock=clock
         )
+    # Answered alike, and both counted toward the lockout.
+    assert (wrong_password.value.code, wrong_password.value.message) == (
+        wrong_code.value.code,
+        wrong_code.value.message,
+    )
+    with factory() as s:
+        assert s.get(User, user.id).second_factor_failures == 2  # type: ignore[union-attr]
     with factory() as s:
         assert manage.status(s, user).enabled
     with transaction(factory) as s:
