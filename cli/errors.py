@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 from typing import Any
 
 import sqlalchemy.exc
@@ -9,6 +10,7 @@ import typer
 from typer._click.core import Context  # typer vendors its own click
 from typer.core import TyperGroup
 
+from twofa import audit
 from twofa.errors import DomainError
 
 USAGE_ERROR = 2
@@ -24,7 +26,9 @@ class ErrorHandlingGroup(TyperGroup):
 
     def invoke(self, ctx: Context) -> Any:
         try:
-            return super().invoke(ctx)
+            # Audit rows written by any command name the CLI and the operating-system account that ran it.
+            with audit.acting_as(audit.Actor(audit.Credential.CLI, name=getpass.getuser())):
+                return super().invoke(ctx)
         except DomainError as exc:
             typer.echo(f"error: {exc.message} [{exc.code}]", err=True)
             ctx.exit(USAGE_ERROR)
