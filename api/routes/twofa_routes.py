@@ -9,6 +9,7 @@ from fastapi import Depends
 from api.context import Ctx, get_ctx
 from api.routing import Router
 from api.schemas import BackupCodesResponse, CodeRequest, DisableRequest, Done, SetupResponse, StatusResponse
+from policies import notices
 from policies.evaluate import evaluate
 from policies.verdicts import Overdue, Pending
 from twofa import enrolment, manage
@@ -49,7 +50,9 @@ def disable(body: DisableRequest, ctx: CtxDep) -> Done:
     """Turn 2FA off with the password and a current code (or a backup code)."""
     ctx.limit_auth()
     with ctx.unit() as s:
-        manage.disable(s, ctx.principal(s).user, body.password, body.code, ctx.clock)
+        user = ctx.principal(s).user
+        manage.disable(s, user, body.password, body.code, ctx.clock)
+        notices.member_disabled(s, user.id, ctx.clock)  # the owners and admins, where the policy requires 2FA
     return Done()
 
 

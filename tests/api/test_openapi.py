@@ -25,6 +25,9 @@ EXPECTED = {
     ("get", "/api/v1/orgs/{slug}/2fa-policy"),
     ("put", "/api/v1/orgs/{slug}/2fa-policy"),
     ("get", "/api/v1/orgs/{slug}/2fa-coverage"),
+    ("get", "/api/v1/orgs/{slug}/members"),
+    ("get", "/api/v1/orgs/{slug}/audit"),
+    ("post", "/api/v1/orgs/{slug}/members/{user_id}/reset-2fa"),
 }
 
 
