@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -197,6 +198,8 @@ def test_demo_runs_from_scratch(tmp_path: Path) -> None:
     assert "emails: 11 in the outbox, 11 sent by the worker" in done.stdout, done.stdout
     assert "15 days later: policy_escalation (escalation) to owner@demo.wevion.ai" in done.stdout
     assert "enrolment required = True" in done.stdout
+    assert "intact: True" in done.stdout
+    assert re.search(r"BROKEN chain none: row (\d+) \(#\d+\) was changed", done.stdout), done.stdout
     [report] = list((tmp_path / "reports").glob("wevion-demo-*/report.html"))
     assert f"report: {report}" in done.stdout.replace("\n", "")
     assert len(list(report.parent.glob("*.csv"))) == 6
