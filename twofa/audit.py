@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from twofa import audit_chain  # noqa: F401  (seals the rows of each transaction into their chains as it commits)
 from twofa.clock import SYSTEM_CLOCK, Clock
 from twofa.models import AuditEvent
 
