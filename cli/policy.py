@@ -13,7 +13,6 @@ from rich.table import Table
 
 from policies.members import member_rows
 from policies.rules import get_policy, set_policy
-from reports import coverage
 from reports.csv_export import write_csv
 from twofa import accounts
 from twofa.clock import SYSTEM_CLOCK
@@ -102,6 +101,8 @@ def check(
     role: str | None = typer.Option(None, help="Only members with this role."),
 ) -> None:
     """Every member's verdict (compliant, exempt, pending, overdue), deadline, reminders and last sign-ins."""
+    from reports import coverage  # pandas: loaded by this command only, not by every `twofa` start (the worker's)
+
     now = SYSTEM_CLOCK.now()
     with transaction() as session:
         found = accounts.require_org(session, org)
