@@ -81,9 +81,17 @@ def check_filters(verdict: str | None, role: str | None) -> None:
 
 
 def member_rows(
-    session: Session, org_id: int, now: datetime, *, verdict: str | None = None, role: str | None = None
+    session: Session,
+    org_id: int,
+    now: datetime,
+    *,
+    verdict: str | None = None,
+    role: str | None = None,
+    sign_ins: bool = True,
 ) -> list[MemberRow]:
-    """Every member of the organisation (with ``verdict`` and ``role``, those only), by email."""
+    """Every member of the organisation (with ``verdict`` and ``role``, those only), by email. Without
+    ``sign_ins`` the last sign-ins are left empty and the login history is not read (the weekly report reads it
+    for its week)."""
     check_filters(verdict, role)
     verdicts = {v.user_id: v.verdict for v in evaluate(session, now, org_id=org_id)}
     reminders = dict(
@@ -97,17 +105,21 @@ def member_rows(
     members = select(Membership.user_id).where(Membership.org_id == org_id)
     if role is not None:
         members = members.where(Membership.role == role)
-    sign_ins = {
+    last_sign_ins = {
         user_id: (last, last_2fa)
-        for user_id, last, last_2fa in session.execute(
-            select(
-                LoginHistory.user_id,
-                func.max(case((signed_in, LoginHistory.at))),
-                func.max(case((and_(signed_in, LoginHistory.twofa_verified.is_(True)), LoginHistory.at))),
-            )
-            .where(LoginHistory.user_id.in_(members))
-            .group_by(LoginHistory.user_id)
-        ).all()
+        for user_id, last, last_2fa in (
+            ()
+            if not sign_ins
+            else session.execute(
+                select(
+                    LoginHistory.user_id,
+                    func.max(case((signed_in, LoginHistory.at))),
+                    func.max(case((and_(signed_in, LoginHistory.twofa_verified.is_(True)), LoginHistory.at))),
+                )
+                .where(LoginHistory.user_id.in_(members))
+                .group_by(LoginHistory.user_id)
+            ).all()
+        )
     }
     stmt = (
         select(
@@ -129,7 +141,7 @@ def member_rows(
         found = verdicts[user_id]
         if verdict is not None and found.kind != verdict:
             continue
-        last, last_2fa = sign_ins.get(user_id, (None, None))
+        last, last_2fa = last_sign_ins.get(user_id, (None, None))
         rows.append(
             MemberRow(
                 user_id=user_id,

@@ -49,7 +49,7 @@ MEMBER_COLUMNS = ["user_id", "email", "role", "method", "enabled_at", "verdict",
 
 def members(session: Session, org: Organization, now: datetime) -> pd.DataFrame:
     """Columns: user_id, email, role, method, enabled_at, verdict, reason, deadline, joined_at, reminders_sent."""
-    rows = member_rows(session, org.id, now)
+    rows = member_rows(session, org.id, now, sign_ins=False)
     return _frame(
         [(*tuple(getattr(r, c) for c in MEMBER_COLUMNS), r.reminders_sent) for r in rows],
         [*MEMBER_COLUMNS, "reminders_sent"],
