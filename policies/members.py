@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import Select, and_, case, func, select
 from sqlalchemy.orm import Session
 
 from policies.evaluate import evaluate
@@ -101,26 +101,10 @@ def member_rows(
             .group_by(OutboxMessage.user_id)
         ).all()
     )
-    signed_in = LoginHistory.outcome.in_(SIGNED_IN)
     members = select(Membership.user_id).where(Membership.org_id == org_id)
     if role is not None:
         members = members.where(Membership.role == role)
-    last_sign_ins = {
-        user_id: (last, last_2fa)
-        for user_id, last, last_2fa in (
-            ()
-            if not sign_ins
-            else session.execute(
-                select(
-                    LoginHistory.user_id,
-                    func.max(case((signed_in, LoginHistory.at))),
-                    func.max(case((and_(signed_in, LoginHistory.twofa_verified.is_(True)), LoginHistory.at))),
-                )
-                .where(LoginHistory.user_id.in_(members))
-                .group_by(LoginHistory.user_id)
-            ).all()
-        )
-    }
+    last_sign_ins = _last_sign_ins(session, members) if sign_ins else {}
     stmt = (
         select(
             Membership.user_id,
@@ -159,6 +143,22 @@ def member_rows(
             )
         )
     return rows
+
+
+def _last_sign_ins(session: Session, members: Select[int]) -> dict[int, tuple[datetime | None, datetime | None]]:
+    """Each member's last sign-in, and last sign-in that passed a second factor, in one statement."""
+    signed_in = LoginHistory.outcome.in_(SIGNED_IN)
+    verified = and_(signed_in, LoginHistory.twofa_verified.is_(True))
+    found = session.execute(
+        select(
+            LoginHistory.user_id,
+            func.max(case((signed_in, LoginHistory.at))),
+            func.max(case((verified, LoginHistory.at))),
+        )
+        .where(LoginHistory.user_id.in_(members))
+        .group_by(LoginHistory.user_id)
+    ).all()
+    return {user_id: (last, last_2fa) for user_id, last, last_2fa in found}
 
 
 def members_page(
