@@ -21,13 +21,20 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(USAGE_ERROR)
 
 
+def _operator() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (some containers)
+        return "unknown"
+
+
 class ErrorHandlingGroup(TyperGroup):
     """The root command group: domain and database errors end the command with one clear line."""
 
     def invoke(self, ctx: Context) -> Any:
         try:
             # Audit rows written by any command name the CLI and the operating-system account that ran it.
-            with audit.acting_as(audit.Actor(audit.Credential.CLI, name=getpass.getuser())):
+            with audit.acting_as(audit.Actor(audit.Credential.CLI, name=_operator())):
                 return super().invoke(ctx)
         except DomainError as exc:
             typer.echo(f"error: {exc.message} [{exc.code}]", err=True)

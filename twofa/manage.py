@@ -81,7 +81,7 @@ def regenerate_backup_codes(session: Session, user: User, code: str, clock: Cloc
 def support_reset(session: Session, user: User, *, operator: str, reason: str, clock: Clock = SYSTEM_CLOCK) -> None:
     """An operator turns a user's 2FA off (lost device and codes), with a reason that lands in the audit log."""
     if not operator.strip():
-        raise InvalidInput("a support reset needs the operator's name and a reason")
+        raise InvalidInput("a support reset needs the operator's name")
     _reset(session, user, audit.Event.TWOFA_RESET_BY_SUPPORT, f"support:{operator.strip()}", reason, None, clock)
 
 
