@@ -138,6 +138,14 @@ def test_the_audit_trail_says_who_did_what_with_which_credential(
         assert paged["events"] == [trail["events"][1]]
         reversed_range = c.get("/orgs/acme/audit", params={"since": "2026-12-01", "until": "2026-11-01"})
         assert (reversed_range.status_code, reversed_range.json()["error"]["code"]) == (422, "invalid_input")
+        bot = c.post("/api-keys", json={"name": "bot"}).json()
+        spare = c.post("/api-keys", json={"name": "spare"}).json()
+    with server.client(bot["key"]) as c:
+        assert c.delete(f"/api-keys/{spare['id']}").status_code == 200
+        revoked = c.get("/orgs/acme/audit", params={"event": "api_key_revoked"}).json()["events"]
+    assert [(e["member"], e["credential"], e["credential_id"]) for e in revoked] == [
+        ("owner@acme.io", "api_key", bot["id"])
+    ]
 
 
 def test_owners_and_admins_reset_a_member_and_are_told_once(server: Server, factory: sessionmaker[Session]) -> None:
