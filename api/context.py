@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api import devices
 from api.errors import ApiError
 from api.ratelimit import Limit, Limiter, account_key, challenge_key, digest
-from twofa import api_keys, sessions
+from twofa import api_keys, audit, sessions
 from twofa.clock import Clock
 from twofa.db import transaction
 from twofa.errors import DomainError, InvalidApiKey, InvalidSession
@@ -115,7 +115,9 @@ class Ctx:
 
     @contextmanager
     def unit(self) -> Iterator[Session]:
-        with transaction(self.factory) as session:
+        """One transaction; its audit rows name this request's client (and its credential, once checked)."""
+        actor = audit.Actor(audit.Credential.ANONYMOUS, client_ip=self.client.ip)
+        with audit.acting_as(actor), transaction(self.factory) as session:
             yield session
 
     def limit(self, key: str, limit: int, window: int = 60) -> None:
@@ -184,9 +186,11 @@ class Ctx:
             if token.startswith(api_keys.KEY_PREFIX + "_"):
                 if not api_key:
                     raise ApiError(403, "session_required", "this needs a signed-in session, not an API key")
-                user = api_keys.authenticate(session, token, self.clock)
-                return Principal(user=user, session_id=None, api_key_id=None, scope="full")
+                key, user = api_keys.authenticate_key(session, token, self.clock)
+                audit.authenticated(audit.Credential.API_KEY, key.id)
+                return Principal(user=user, session_id=None, api_key_id=key.id, scope="full")
             row, owner = sessions.authenticate(session, token, self.clock)
+            audit.authenticated(audit.Credential.SESSION, row.id)
         except (InvalidApiKey, InvalidSession) as exc:
             raise ApiError(401, exc.code, exc.message) from None
         if row.scope != "full" and not enrol_scope:

@@ -67,9 +67,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        if first.get("loc", ("",))[0] == "path":  # an id beyond any row's, a slug no organisation has
+        if any(e.get("loc", ("",))[0] == "path" for e in exc.errors()):  # an id beyond any row's, a bad slug
             return error(404, "not_found", "no such thing")
+        first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         return error(422, "invalid_request", f"{where or 'body'}: {first.get('msg', 'invalid')}")
 

@@ -221,3 +221,57 @@ class CoverageResponse(BaseModel):
     non_compliant: int
     overdue: int
     by_role: list[dict[str, Any]]
+
+
+class MemberOut(BaseModel):
+    user_id: int
+    email: str
+    role: str
+    method: str | None
+    verdict: Literal["compliant", "exempt", "pending", "overdue"]
+    reason: str | None
+    deadline: datetime | None
+    reminders_sent: int
+    last_sign_in: datetime | None
+    last_sign_in_2fa: datetime | None = Field(description="The last sign-in that passed a second factor")
+
+
+class MembersResponse(BaseModel):
+    org: str
+    total: int
+    page: int
+    per_page: int
+    members: list[MemberOut]
+
+
+class AuditRowOut(BaseModel):
+    id: int
+    at: datetime
+    event: str
+    member: str | None
+    actor: str | None
+    credential: str | None = Field(description="session, api_key, cli, anonymous or system")
+    credential_id: int | None
+    client_ip: str | None
+    details: dict[str, Any]
+
+
+class AuditResponse(BaseModel):
+    org: str
+    total: int
+    page: int
+    per_page: int
+    events: list[AuditRowOut]
+
+
+class ResetRequest(Body):
+    reason: str = Field(
+        min_length=1, pattern=NO_NUL, max_length=500, description="Why (ticket, how the member's identity was checked)"
+    )
+
+
+class ResetResponse(BaseModel):
+    user_id: int
+    email: str
+    status: Literal["reset"]
+    admins_notified: int

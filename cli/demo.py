@@ -252,3 +252,35 @@ def _story(var: Path, settings: Any) -> None:
         f"{summary['logins']} sign-ins, {summary['verified']} verified with a second factor"
     )
     console.print(f"report: {paths[0]}  (+ {len(paths) - 1} CSV files beside it)")
+
+    _tamper_and_verify(factory)
+
+
+TAMPER = "UPDATE audit_log SET event = 'totp_enrolment_started' WHERE id = :id"
+
+
+def _tamper_and_verify(factory: Any) -> None:
+    """Someone with database access quietly rewrites a refused replay as something harmless; verify names the row."""
+    from sqlalchemy import text
+
+    from twofa.audit_chain import verify
+    from twofa.models import AuditEvent
+
+    console.rule("7. The audit trail is tamper-evident")
+    with factory() as s:
+        result = verify(s)
+        target = s.execute(
+            select(AuditEvent.id).where(AuditEvent.event == "totp_replay_refused").order_by(AuditEvent.id).limit(1)
+        ).scalar_one()
+    console.print(f"twofa audit verify: {result.rows} rows in {result.chains} chains, intact: {not result.breaks}")
+    with factory.kw["bind"].begin() as conn:  # plain SQL, behind the product's back
+        postgres = conn.dialect.name == "postgresql"
+        if postgres:  # the table's owner can switch the append-only trigger off; the chain still tells
+            conn.execute(text("ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only"))
+        conn.execute(text(TAMPER), {"id": target})
+        if postgres:
+            conn.execute(text("ALTER TABLE audit_log ENABLE TRIGGER audit_log_append_only"))
+    console.print(f"{TAMPER.replace(':id', str(target))}  (plain SQL)")
+    with factory() as s:
+        for broken in verify(s).breaks:
+            console.print(f"twofa audit verify: [red]BROKEN[/] {broken.describe()}")

@@ -3,6 +3,7 @@ usage box; help that names values (``cli.help``); mail handed on after each comm
 
 from __future__ import annotations
 
+import getpass
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -16,6 +17,7 @@ from typer.exceptions import Abort
 
 from cli import mail
 from cli.help import name_values
+from twofa import audit
 from twofa.errors import DomainError
 
 USAGE_ERROR = 2
@@ -45,6 +47,13 @@ def one_line(exc: ClickException) -> str:
     if isinstance(exc, UsageError) and exc.ctx is not None:
         text += f"{'' if text.endswith('?') else '.'} Try '{exc.ctx.command_path} --help'"
     return text
+
+
+def _operator() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (some containers)
+        return "unknown"
 
 
 class ErrorHandlingGroup(TyperGroup):
@@ -80,7 +89,8 @@ class ErrorHandlingGroup(TyperGroup):
 
     def invoke(self, ctx: Context) -> Any:
         try:
-            with mail.handed_on():
+            # Audit rows written by any command name the CLI and the operating-system account that ran it.
+            with mail.handed_on(), audit.acting_as(audit.Actor(audit.Credential.CLI, name=_operator())):
                 return super().invoke(ctx)
         except DomainError as exc:
             typer.echo(f"error: {exc.message} [{exc.code}]", err=True)

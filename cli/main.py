@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import db, demo, keys, orgs, policy, reminders, report, seed, serve, support, users, worker
+from cli import audit, db, demo, keys, orgs, policy, reminders, report, seed, serve, support, users, worker
 from cli.errors import ErrorHandlingGroup
 
 # Plain help (no panels): options read `--org SLUG`, never their Python type (see cli.help).
@@ -23,6 +23,7 @@ app.add_typer(policy.app, name="policy")
 app.add_typer(reminders.app, name="reminders")
 app.add_typer(report.app, name="report")
 app.add_typer(keys.app, name="keys")
+app.add_typer(audit.app, name="audit")
 app.command("demo")(demo.demo)
 app.command("seed")(seed.seed)
 app.command("serve")(serve.serve)

@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
+import enum
+import json
+import sys
+from datetime import datetime
 from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from policies.evaluate import evaluate
+from policies.members import MemberRow, member_rows
 from policies.rules import get_policy, set_policy
-from policies.verdicts import Compliant, Exempt, Overdue, Pending
+from reports.csv_export import write_csv
 from twofa import accounts
 from twofa.clock import SYSTEM_CLOCK
 from twofa.db import transaction
 
 app = typer.Typer(help="Organisation 2FA policies.", no_args_is_help=True)
 console = Console()
+MEMBER_COLUMNS = (
+    "email",
+    "role",
+    "method",
+    "verdict",
+    "reason",
+    "deadline",
+    "reminders_sent",
+    "last_sign_in",
+    "last_sign_in_2fa",
+)
 
 
 def _csv(value: str | None, cast: type = str) -> list[Any] | None:
@@ -71,32 +86,59 @@ def set_(
     )
 
 
-def describe(verdict: Any) -> tuple[str, str]:
-    if isinstance(verdict, Compliant):
-        return "compliant", verdict.method
-    if isinstance(verdict, Exempt):
-        return "exempt", "Managed by SSO" if verdict.reason == "managed_by_sso" else verdict.reason.replace("_", " ")
-    if isinstance(verdict, Pending):
-        return (
-            "pending",
-            f"deadline {verdict.deadline:%Y-%m-%d %H:%M}, {verdict.days_left} day(s) left ({verdict.reason})",
-        )
-    assert isinstance(verdict, Overdue)
-    late = "less than a day" if verdict.days < 1 else f"{verdict.days} day{'' if verdict.days == 1 else 's'}"
-    return "overdue", f"deadline {verdict.deadline:%Y-%m-%d %H:%M}, {late} overdue ({verdict.reason})"
+class Format(enum.StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def _verdict_text(row: MemberRow, now: datetime) -> str:
+    """The verdict, with whole days past the deadline for an overdue member, and its reason."""
+    text = row.verdict
+    if row.verdict == "overdue" and row.deadline is not None:
+        days = (now - row.deadline).days
+        text = "less than a day overdue" if days < 1 else f"{days} day{'' if days == 1 else 's'} overdue"
+    return text if row.reason is None else f"{text} ({row.reason.replace('_', ' ')})"
 
 
 @app.command()
-def check(org: str = typer.Option(..., help="Organisation slug.")) -> None:
-    """Every member's verdict: compliant, exempt, pending (deadline) or overdue."""
+def check(
+    org: str = typer.Option(..., help="Organisation slug."),
+    format: Format = typer.Option(Format.table, "--format", help="table, csv or json."),
+    verdict: str | None = typer.Option(
+        None, help="Only members with this verdict (compliant, exempt, pending, overdue)."
+    ),
+    role: str | None = typer.Option(None, help="Only members with this role."),
+) -> None:
+    """Every member's verdict (compliant, exempt, pending, overdue), deadline, reminders and last sign-ins."""
+    from reports import coverage  # pandas: loaded by this command only, not by every `twofa` start (the worker's)
+
+    now = SYSTEM_CLOCK.now()
     with transaction() as session:
         found = accounts.require_org(session, org)
-        verdicts = list(evaluate(session, SYSTEM_CLOCK.now(), org_id=found.id))
-    table = Table("member", "role", "verdict", "detail")
-    for v in verdicts:
-        table.add_row(v.email, v.role, *describe(v.verdict))
-    console.print(table)
+        rows = member_rows(session, found.id, now, verdict=verdict, role=role)
+        summary = coverage.summary(session, found, now)
+    if format is Format.csv:
+        write_csv(sys.stdout, MEMBER_COLUMNS, ([getattr(r, c) for c in MEMBER_COLUMNS] for r in rows))
+        return
+    if format is Format.json:
+        typer.echo(json.dumps([{c: getattr(r, c) for c in MEMBER_COLUMNS} for r in rows], default=str, indent=2))
+        return
+    table = Table("member", "role", "method", "verdict", "deadline", "reminders", "last sign-in (2FA)")
+    for r in rows:
+        table.add_row(
+            r.email,
+            r.role,
+            r.method or "-",
+            _verdict_text(r, now),
+            f"{r.deadline:%Y-%m-%d %H:%M}" if r.deadline else "",
+            str(r.reminders_sent),
+            f"{r.last_sign_in_2fa:%Y-%m-%d %H:%M}" if r.last_sign_in_2fa else "",
+        )
+    # Piped or captured output has no width to fit: one line per member reads and greps better than wrapped cells.
+    (console if console.is_terminal else Console(width=200)).print(table)
     counts: dict[str, int] = {}
-    for v in verdicts:
-        counts[v.verdict.kind] = counts.get(v.verdict.kind, 0) + 1
+    for r in rows:
+        counts[r.verdict] = counts.get(r.verdict, 0) + 1
+    typer.echo(summary.line())
     typer.echo(", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "no members")

@@ -25,7 +25,7 @@ from policies.verdicts import Compliant, Exempt, MemberVerdict, Overdue, Pending
 from twofa.audit import Event
 from twofa.models import AuditEvent, Membership, Organization, User
 
-DISABLE_EVENTS = (Event.TWOFA_DISABLED, Event.TWOFA_RESET_BY_SUPPORT)
+DISABLE_EVENTS = (Event.TWOFA_DISABLED, Event.TWOFA_RESET_BY_SUPPORT, Event.TWOFA_RESET_BY_ADMIN)
 DAY = timedelta(days=1)
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from policies.evaluate import evaluate
 from policies.models import PolicyDeadline
 from policies.verdicts import MemberVerdict, Overdue, Pending
-from twofa import outbox
+from twofa import audit, audit_chain, outbox
 from twofa.clock import SYSTEM_CLOCK, Clock
 from twofa.db import insert_rows
 from twofa.models import AuditEvent, Membership, OutboxMessage, Role, User
@@ -216,7 +216,7 @@ def run(session: Session, *, dry_run: bool = False, clock: Clock = SYSTEM_CLOCK)
     )
     result.sent = [p for p in planned if p.dedupe_key in inserted]
     if result.sent:
-        insert_rows(
+        written = insert_rows(
             session,
             AuditEvent,
             [
@@ -227,9 +227,11 @@ def run(session: Session, *, dry_run: bool = False, clock: Clock = SYSTEM_CLOCK)
                     "org_id": p.org_id,
                     "actor": "system:policies",
                     "details": {"stage": p.stage, "to": p.to, "outbox_id": inserted[p.dedupe_key].id},
+                    **audit.actor_columns(),
                 }
                 for p in result.sent
             ],
             returning=(AuditEvent.id,),
         )
+        audit_chain.track(session, [row.id for row in written])
     return result

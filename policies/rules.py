@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from policies.admin_mail import tell_managers
 from policies.models import OrgPolicy, OrgPolicyRole
 from twofa import audit
 from twofa.clock import SYSTEM_CLOCK, Clock
@@ -124,13 +125,23 @@ def set_policy(
     session.add_all(
         OrgPolicyRole(org_id=org.id, role=role, totp_only=role in after.totp_only_roles) for role in after.roles
     )
-    audit.record(
-        session,
-        POLICY_CHANGED,
-        org_id=org.id,
-        actor=actor,
-        details={"before": before.as_dict(), "after": after.as_dict()},
-        clock=clock,
+    old, new = before.as_dict(), after.as_dict()
+    event = audit.record(
+        session, POLICY_CHANGED, org_id=org.id, actor=actor, details={"before": old, "after": new}, clock=clock
     )
     session.flush()
+    changed = [{"field": k, "before": _shown(old[k]), "after": _shown(new[k])} for k in new if old[k] != new[k]]
+    if changed:
+        tell_managers(
+            session,
+            event_id=event.id,
+            kind="policy_changed",
+            org_ids=[org.id],
+            context={"by": actor, "changes": changed},
+            clock=clock,
+        )
     return replace(after, stored=True)
+
+
+def _shown(value: Any) -> str:
+    return ", ".join(map(str, value)) or "none" if isinstance(value, list) else str(value)

@@ -12,17 +12,21 @@ import pandas as pd
 from sqlalchemy import ColumnElement, and_, case, func, select
 from sqlalchemy.orm import Session
 
-from policies.evaluate import evaluate
-from policies.reminders import REMINDER
+from policies.members import member_rows
 from reports.week import IsoWeek
 from twofa.audit import Event
 from twofa.logins import Outcome
-from twofa.models import AuditEvent, LoginHistory, Membership, Organization, OutboxMessage, User
+from twofa.models import AuditEvent, LoginHistory, Membership, Organization
 
 TREND_WEEKS = 8
 FAILED_2FA = (Outcome.BAD_CODE, Outcome.CODE_REUSED, Outcome.MALFORMED_CODE, Outcome.LOCKED)
 SIGNED_IN = (Outcome.SUCCESS, Outcome.ENROLMENT_REQUIRED)
-TOGGLES = {Event.TWOFA_ENABLED: True, Event.TWOFA_DISABLED: False, Event.TWOFA_RESET_BY_SUPPORT: False}
+TOGGLES = {
+    Event.TWOFA_ENABLED: True,
+    Event.TWOFA_DISABLED: False,
+    Event.TWOFA_RESET_BY_SUPPORT: False,
+    Event.TWOFA_RESET_BY_ADMIN: False,
+}
 
 
 @dataclass(frozen=True)
@@ -41,65 +45,16 @@ def _frame(rows: Sequence[tuple[Any, ...]], columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame.from_records(rows, columns=columns)
 
 
+MEMBER_COLUMNS = ["user_id", "email", "role", "method", "enabled_at", "verdict", "reason", "deadline", "joined_at"]
+
+
 def members(session: Session, org: Organization, now: datetime) -> pd.DataFrame:
     """Columns: user_id, email, role, method, enabled_at, verdict, reason, deadline, joined_at, reminders_sent
     (the reminders sent before ``now``: the report's end, for a week that is over)."""
-    verdicts = {v.user_id: v for v in evaluate(session, now, org_id=org.id)}
-    reminders = dict(
-        session.execute(
-            select(OutboxMessage.user_id, func.count())
-            .where(
-                OutboxMessage.org_id == org.id,
-                OutboxMessage.template == REMINDER,
-                OutboxMessage.created_at < now,
-            )
-            .group_by(OutboxMessage.user_id)
-        ).all()
-    )
-    rows = session.execute(
-        select(
-            Membership.user_id,
-            User.email,
-            Membership.role,
-            User.twofa_method,
-            User.twofa_enabled_at,
-            Membership.created_at,
-        )
-        .join(User, User.id == Membership.user_id)
-        .where(Membership.org_id == org.id)
-        .order_by(User.email)
-    ).all()
-    records = []
-    for user_id, email, role, method, enabled_at, joined_at in rows:
-        verdict = verdicts[user_id].verdict
-        records.append(
-            (
-                user_id,
-                email,
-                role,
-                method,
-                enabled_at,
-                verdict.kind,
-                getattr(verdict, "reason", None),
-                getattr(verdict, "deadline", None),
-                joined_at,
-                int(reminders.get(user_id, 0)),
-            )
-        )
+    rows = member_rows(session, org.id, now, sign_ins=False)
     return _frame(
-        records,
-        [
-            "user_id",
-            "email",
-            "role",
-            "method",
-            "enabled_at",
-            "verdict",
-            "reason",
-            "deadline",
-            "joined_at",
-            "reminders_sent",
-        ],
+        [(*tuple(getattr(r, c) for c in MEMBER_COLUMNS), r.reminders_sent) for r in rows],
+        [*MEMBER_COLUMNS, "reminders_sent"],
     )
 
 

@@ -1,23 +1,10 @@
-"""CSV cells that a spreadsheet cannot run (OWASP "CSV Injection").
-
-Excel, LibreOffice and Google Sheets read a cell that begins with ``=``, ``+``, ``-`` or ``@`` as a formula, and
-strip a leading tab or carriage return before looking; a member's email or an admin's reason is typed by someone
-else, so every text cell of every CSV the product writes goes through ``defuse_cell``.
-"""
+"""Pandas frames whose text cells a spreadsheet cannot run (``csv_export.defuse_cell``, OWASP "CSV Injection")."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def defuse_cell(value: object) -> object:
-    """``value`` with a leading ``'`` when it is text that a spreadsheet would read as a formula; else unchanged
-    (numbers, dates and empty cells are not formulas, and keep their type)."""
-    if isinstance(value, str) and value.startswith(FORMULA_START):
-        return "'" + value
-    return value
+from reports.csv_export import defuse_cell
 
 
 def defuse_frame(frame: pd.DataFrame) -> pd.DataFrame:

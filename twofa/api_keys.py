@@ -46,6 +46,11 @@ def create(session: Session, user: User, name: str, clock: Clock = SYSTEM_CLOCK)
 
 def authenticate(session: Session, key: str, clock: Clock = SYSTEM_CLOCK) -> User:
     """The owner of a valid key. 2FA plays no part: keys are for machines."""
+    return authenticate_key(session, key, clock)[1]
+
+
+def authenticate_key(session: Session, key: str, clock: Clock = SYSTEM_CLOCK) -> tuple[ApiKey, User]:
+    """A valid key and its owner."""
     parts = key.split("_", 2) if isinstance(key, str) else []
     if len(parts) != 3 or parts[0] != KEY_PREFIX:
         raise InvalidApiKey()
@@ -58,7 +63,7 @@ def authenticate(session: Session, key: str, clock: Clock = SYSTEM_CLOCK) -> Use
     if row.revoked_at is not None or not crypto.same(row.key_hash, crypto.token_hash(key)):
         raise InvalidApiKey()
     row.last_used_at = clock.now()
-    return user
+    return row, user
 
 
 def list_keys(session: Session, user_id: int) -> Sequence[ApiKey]:

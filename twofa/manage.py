@@ -91,22 +91,34 @@ def regenerate_backup_codes(
 
 def support_reset(session: Session, user: User, *, operator: str, reason: str, clock: Clock = SYSTEM_CLOCK) -> None:
     """An operator turns a user's 2FA off (lost device and codes), with a reason that lands in the audit log."""
-    if not operator.strip() or not reason.strip():
-        raise InvalidInput("a support reset needs the operator's name and a reason")
+    if not operator.strip():
+        raise InvalidInput("a support reset needs the operator's name")
+    _reset(session, user, audit.Event.TWOFA_RESET_BY_SUPPORT, f"support:{operator.strip()}", reason, None, clock)
+
+
+def admin_reset(
+    session: Session, user: User, *, org_id: int, admin_email: str, reason: str, clock: Clock = SYSTEM_CLOCK
+) -> None:
+    """An organisation's owner or admin turns a member's 2FA off (the caller checked who may reset whom)."""
+    _reset(session, user, audit.Event.TWOFA_RESET_BY_ADMIN, f"admin:{admin_email}", reason, org_id, clock)
+
+
+def _reset(session: Session, user: User, event: str, actor: str, reason: str, org_id: int | None, clock: Clock) -> None:
+    """2FA off, every session of the user ended (whoever holds one may be the reason for the reset), audited, and
+    the user told."""
+    if not reason.strip():
+        raise InvalidInput("a reset needs a reason")
+    if len(reason) > 500:
+        raise InvalidInput("the reason is at most 500 characters")
     user = lock_user(session, user.id)
     if user.twofa_method is None:
         raise TwoFactorNotEnabled()
     _turn_off(session, user, clock)
     sessions.revoke_others(session, user.id, None, clock=clock)
     audit.record(
-        session,
-        audit.Event.TWOFA_RESET_BY_SUPPORT,
-        user_id=user.id,
-        actor=f"support:{operator.strip()}",
-        details={"reason": reason.strip()},
-        clock=clock,
+        session, event, user_id=user.id, org_id=org_id, actor=actor, details={"reason": reason.strip()}, clock=clock
     )
-    notify(session, user, Template.RESET_BY_SUPPORT, {"reason": reason.strip()}, clock=clock)
+    notify(session, user, Template.RESET_BY_SUPPORT, {"reason": reason.strip(), "by": actor}, clock=clock)
 
 
 def _turn_off(session: Session, user: User, clock: Clock) -> None:

@@ -74,4 +74,3 @@ def register_success(session: Session, user: User) -> None:
         user.second_factor_failures = 0
         user.second_factor_locked_until = None
         session.flush()
-

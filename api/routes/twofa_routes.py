@@ -18,6 +18,7 @@ from api.schemas import (
     SetupResponse,
     StatusResponse,
 )
+from policies import notices
 from policies.evaluate import evaluate
 from policies.verdicts import Overdue, Pending
 from twofa import enrolment, manage
@@ -71,6 +72,7 @@ def disable(body: DisableRequest, ctx: CtxDep) -> Done:
         manage.disable(
             s, principal.user, body.password, body.code, current_session=principal.session_id, clock=ctx.clock
         )
+        notices.member_disabled(s, principal.user.id, ctx.clock)  # the owners and admins, where the policy requires 2FA
     return Done()
 
 

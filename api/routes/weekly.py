@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Query
 
 from api.context import Ctx, get_ctx
-from api.routes.orgs import Slug, _managed_org
+from api.routes.orgs import Slug, managed_by_caller
 from api.routing import Router
 from api.schemas import WeeklyReportResponse
 from reports.build import summary
@@ -29,5 +29,5 @@ def weekly_report(
     now = ctx.clock.now()
     iso = IsoWeek.parse(week) if week is not None else IsoWeek.last_complete(now)
     with ctx.unit() as s:
-        org = _managed_org(s, ctx.principal(s, api_key=True), slug)
+        org = managed_by_caller(s, ctx.principal(s, api_key=True), slug).org
         return WeeklyReportResponse(**summary(s, org, iso, now))

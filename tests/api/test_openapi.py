@@ -28,6 +28,9 @@ EXPECTED = {
     ("put", "/api/v1/orgs/{slug}/2fa-policy"),
     ("get", "/api/v1/orgs/{slug}/2fa-coverage"),
     ("post", "/api/v1/auth/sessions/revoke-others"),
+    ("get", "/api/v1/orgs/{slug}/members"),
+    ("get", "/api/v1/orgs/{slug}/audit"),
+    ("post", "/api/v1/orgs/{slug}/members/{user_id}/reset-2fa"),
 }
 
 

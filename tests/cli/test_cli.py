@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -169,6 +170,8 @@ def test_demo_runs_from_scratch(tmp_path: Path) -> None:
     assert "emails: 11 in the outbox, 11 sent by the worker" in done.stdout, done.stdout
     assert "15 days later: policy_escalation (escalation) to owner@demo.wevion.ai" in done.stdout
     assert "enrolment required = True" in done.stdout
+    assert "intact: True" in done.stdout
+    assert re.search(r"BROKEN chain none: row (\d+) \(#\d+\) was changed", done.stdout), done.stdout
     [report] = list((tmp_path / "reports").glob("wevion-demo-*/report.html"))
     assert f"report: {report}" in done.stdout.replace("\n", "")
     assert len(list(report.parent.glob("*.csv"))) == 6
@@ -333,5 +336,5 @@ def test_policy_check_says_whole_days_overdue(cli: CliRunner, factory: sessionma
     result = cli.invoke(app, ["policy", "check", "--org", "acme"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     lines = {line.split()[1]: line for line in result.output.splitlines() if "@" in line}
-    assert "less than a day overdue (not_enrolled)" in lines["late@acme.io"]
-    assert "2 days overdue (not_enrolled)" in lines["later@acme.io"]
+    assert "less than a day overdue (not enrolled)" in lines["late@acme.io"]
+    assert "2 days overdue (not enrolled)" in lines["later@acme.io"]

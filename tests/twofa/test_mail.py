@@ -38,6 +38,13 @@ SAMPLE: dict[str, dict[str, Any]] = {
         "org_name": "Acme",
         "overdue": [{"email": "a@x.io", "role": "owner", "deadline": "2026-12-01", "days_overdue": 2}],
     },
+    "admin_notice": {
+        "kind": "member_disabled",
+        "org_names": ["Acme"],
+        "member": "fin@acme.io",
+        "role": "finance",
+        "deadline": "2026-12-01 10:00 UTC",
+    },
     "weekly_report": {
         "org_name": "Acme",
         "week": "2026-W48",

@@ -2,13 +2,14 @@
 
 from twofa.models.accounts import Membership, Organization, Role, TwoFactorMethod, User
 from twofa.models.api_keys import ApiKey
-from twofa.models.audit import AuditEvent
+from twofa.models.audit import AuditChain, AuditEvent
 from twofa.models.factors import BackupCode, BackupCodeSet, EmailOtp, TotpDevice
 from twofa.models.logins import LoginChallenge, LoginHistory, UserSession
 from twofa.models.outbox import OutboxMessage, OutboxStatus
 
 __all__ = [
     "ApiKey",
+    "AuditChain",
     "AuditEvent",
     "BackupCode",
     "BackupCodeSet",
