@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from policies.members import MemberRow, member_rows
+from policies.members import EXPORTED, MemberRow, member_rows
 from policies.rules import get_policy, set_policy
 from reports.csv_export import write_csv
 from twofa import accounts
@@ -21,17 +21,6 @@ from twofa.db import transaction
 
 app = typer.Typer(help="Organisation 2FA policies.", no_args_is_help=True)
 console = Console()
-MEMBER_COLUMNS = (
-    "email",
-    "role",
-    "method",
-    "verdict",
-    "reason",
-    "deadline",
-    "reminders_sent",
-    "last_sign_in",
-    "last_sign_in_2fa",
-)
 
 
 def _csv(value: str | None, cast: type = str) -> list[Any] | None:
@@ -119,10 +108,10 @@ def check(
         rows = member_rows(session, found.id, now, verdict=verdict, role=role)
         summary = coverage.summary(session, found, now)
     if format is Format.csv:
-        write_csv(sys.stdout, MEMBER_COLUMNS, ([getattr(r, c) for c in MEMBER_COLUMNS] for r in rows))
+        write_csv(sys.stdout, EXPORTED, ([getattr(r, c) for c in EXPORTED] for r in rows))
         return
     if format is Format.json:
-        typer.echo(json.dumps([{c: getattr(r, c) for c in MEMBER_COLUMNS} for r in rows], default=str, indent=2))
+        typer.echo(json.dumps([{c: getattr(r, c) for c in EXPORTED} for r in rows], default=str, indent=2))
         return
     table = Table("member", "role", "method", "verdict", "deadline", "reminders", "last sign-in (2FA)")
     for r in rows:

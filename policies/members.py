@@ -65,6 +65,20 @@ class MemberRow:
     joined_at: datetime
 
 
+# A member row as the API's CSV, its JSON and `twofa policy check` give it out, in this order.
+EXPORTED = (
+    "email",
+    "role",
+    "method",
+    "verdict",
+    "reason",
+    "deadline",
+    "reminders_sent",
+    "last_sign_in",
+    "last_sign_in_2fa",
+)
+
+
 @dataclass(frozen=True)
 class MemberPage:
     rows: list[MemberRow]

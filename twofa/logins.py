@@ -94,7 +94,7 @@ def record(
             user_id=user.id if user else None,
             email=email[:320],
             ip=client.ip,
-            user_agent=(client.user_agent or "")[:512] or None,
+            user_agent=client.stored_agent,
             outcome=outcome,
             method=method,
             twofa_verified=verified,
@@ -139,7 +139,7 @@ def login_with_password(
         created_at=now,
         expires_at=now + timedelta(seconds=get_settings().login_challenge_ttl),
         ip=client.ip,
-        user_agent=(client.user_agent or "")[:512] or None,
+        user_agent=client.stored_agent,
     )
     session.add(challenge)
     session.flush()

@@ -24,6 +24,11 @@ class Client:
     ip: str | None = None
     user_agent: str | None = None
 
+    @property
+    def stored_agent(self) -> str | None:
+        """The user agent as the tables keep it (at most 512 characters)."""
+        return (self.user_agent or "")[:512] or None
+
 
 @dataclass(frozen=True)
 class IssuedSession:
@@ -56,7 +61,7 @@ def issue(
         last_seen_at=now,
         expires_at=now + timedelta(seconds=get_settings().session_ttl),
         ip=client.ip,
-        user_agent=(client.user_agent or "")[:512] or None,
+        user_agent=client.stored_agent,
         twofa_verified=twofa_verified,
         method=method,
         scope=scope,

@@ -42,17 +42,6 @@ Slug = Annotated[str, Path(min_length=1, max_length=63)]
 MemberId = PathId
 Page = Annotated[int, Query(ge=1, le=1_000_000)]
 PerPage = Annotated[int, Query(ge=1, le=org_members.MAX_PER_PAGE)]
-MEMBER_CSV = (
-    "email",
-    "role",
-    "method",
-    "verdict",
-    "reason",
-    "deadline",
-    "reminders_sent",
-    "last_sign_in",
-    "last_sign_in_2fa",
-)
 
 
 def managed_by_caller(s: Session, principal: Principal, slug: str) -> org_members.Manager:
@@ -131,7 +120,7 @@ def list_members(
         org = managed_by_caller(s, ctx.principal(s, api_key=True), slug).org
         if format == "csv":
             rows = org_members.member_rows(s, org.id, ctx.clock.now(), verdict=verdict, role=role)
-            body = csv_text(MEMBER_CSV, ([getattr(r, c) for c in MEMBER_CSV] for r in rows))
+            body = csv_text(org_members.EXPORTED, ([getattr(r, c) for c in org_members.EXPORTED] for r in rows))
             headers = {"Content-Disposition": f'attachment; filename="{org.slug}-members.csv"'}
             return Response(body, media_type="text/csv; charset=utf-8", headers=headers)
         found = org_members.members_page(
