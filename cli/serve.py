@@ -1,4 +1,4 @@
-"""``twofa serve``: the HTTP API."""
+"""``twofa serve``: the HTTP API and the pages."""
 
 from __future__ import annotations
 
@@ -20,18 +20,20 @@ class LogLevel(StrEnum):
 
 
 def make_app() -> FastAPI:
-    """The application as each server process builds it: the API, with emails handed to the Celery workers after
-    each commit. (The API package itself knows no queue; this edge connects the two.) What the process has made by
-    then is frozen out of the garbage collector's reach (``twofa.heap``): a full collection would otherwise hold up
-    the requests in flight for about 100 ms."""
+    """The application as each server process builds it: the API and the pages, with emails handed to the Celery
+    workers after each commit. (The API package itself knows no queue; this edge connects the two.) What the process
+    has made by then is frozen out of the garbage collector's reach (``twofa.heap``): a full collection would
+    otherwise hold up the requests in flight for about 100 ms."""
     from api.app import create_app
     from twofa.heap import freeze_startup_objects
     from twofa.settings import require_secret_key
+    from web.app import install as install_pages
     from workers.dispatch import install
 
     require_secret_key()
     install()
     app = create_app()
+    install_pages(app)
     freeze_startup_objects()
     return app
 
@@ -43,7 +45,7 @@ def serve(
     access_log: bool = typer.Option(True, help="Log every request (leave it to the proxy in front, if it logs)."),
     log_level: LogLevel = typer.Option(LogLevel.info, case_sensitive=False, help="The server's log level."),
 ) -> None:
-    """Run the HTTP API (uvicorn). Emails are handed to the Celery workers after each commit."""
+    """Run the HTTP API and the pages (uvicorn). Emails are handed to the Celery workers after each commit."""
     from api.server import ServerConfig, run_server
     from twofa.settings import require_secret_key
 
