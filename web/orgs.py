@@ -203,4 +203,3 @@ def save_policy(
     with web.ctx.unit() as s:
         org, _ = _managed(s, web, slug)
         return _page(web, s, org, error.status, error=error.message)
-

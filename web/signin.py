@@ -54,7 +54,8 @@ def login(web: WebDep, csrf: Field = "", email: Field = "", password: Field = ""
         return web.render("login.html", exc.status, error=exc.message, email=email)
     if isinstance(result, logins.LoggedIn):
         return _signed_in(web, result)
-    response = web.redirect("/login/2fa?sent=1" if result.email_code_sent else "/login/2fa")
+    sent = "" if result.methods[0] != "email" else "?sent=1" if result.email_code_sent else "?sent=0"
+    response = web.redirect("/login/2fa" + sent)
     value = f"{result.methods[0]}.{result.challenge}"
     security.set_cookie(response, web.request, security.CHALLENGE_COOKIE, value, security.CHALLENGE_MAX_AGE)
     return response
@@ -76,7 +77,7 @@ def _prompt(web: Web, status: int = 200, **context: object) -> Response:
         method=found[0],
         backup=backup,
         cooldown=web.ctx.settings.email_otp_resend_cooldown,
-        sent=web.request.query_params.get("sent") == "1",
+        sent=web.request.query_params.get("sent"),
         **context,
     )
 
@@ -132,9 +133,7 @@ def enrol_only(web: WebDep) -> Response:
     """A session that may only set up 2FA: the organisation's deadline has passed."""
     with web.ctx.unit() as s:
         _, user = web.signed_in(s, enrol_ok=True)
-        overdue = [
-            v for v in evaluate(s, web.ctx.clock.now(), user_id=user.id) if isinstance(v.verdict, Overdue)
-        ]
+        overdue = [v for v in evaluate(s, web.ctx.clock.now(), user_id=user.id) if isinstance(v.verdict, Overdue)]
         email = user.email
     return web.render("enrol.html", account=email, overdue=overdue)
 
