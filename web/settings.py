@@ -99,9 +99,14 @@ def _act(
         return _page(web, s, row, user, error.status, error=message)
 
 
-def _codes(web: Web, user: User, codes: list[str], finish: str = PAGE + "?done=enabled") -> Response:
+def _codes(
+    web: Web, user: User, codes: list[str], finish: str = PAGE + "?done=enabled", *, again: bool = False
+) -> Response:
+    """The backup codes, shown this once. A session that could only set up 2FA signs in again to finish."""
     today = web.ctx.clock.now().strftime("%Y-%m-%d")
-    return web.render("backup_codes.html", account=user.email, codes=codes, today=today, finish=finish)
+    return web.render(
+        "backup_codes.html", account=user.email, codes=codes, today=today, finish=finish, sign_in_again=again
+    )
 
 
 @router.post(PAGE + "/totp/setup")
@@ -127,7 +132,7 @@ def totp_setup(web: WebDep, csrf: Field = "", password: Field = "", code: Field 
 def totp_verify(web: WebDep, csrf: Field = "", code: Field = "") -> Response:
     def action(s: Session, row: UserSession, user: User) -> Response:
         codes = enrolment.confirm_totp(s, user, code.strip(), web.ctx.clock)
-        return _codes(web, user, codes)
+        return _codes(web, user, codes, again=row.scope != "full")
 
     return _act(web, csrf, action, enrol_ok=True, auth_limit=True)
 
@@ -149,7 +154,7 @@ def email_setup(web: WebDep, csrf: Field = "", password: Field = "", code: Field
 def email_verify(web: WebDep, csrf: Field = "", code: Field = "") -> Response:
     def action(s: Session, row: UserSession, user: User) -> Response:
         codes = enrolment.confirm_email(s, user, code.strip(), web.ctx.clock)
-        return _codes(web, user, codes)
+        return _codes(web, user, codes, again=row.scope != "full")
 
     return _act(web, csrf, action, enrol_ok=True, auth_limit=True)
 

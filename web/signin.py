@@ -37,6 +37,8 @@ def home(web: WebDep) -> Response:
 def login_page(web: WebDep) -> Response:
     query = web.request.query_params
     notice = "You are signed out." if query.get("signed_out") else None
+    if query.get("enrolled"):
+        notice = "Two-factor authentication is on. Sign in again with it."
     error = "That sign-in took too long; start again." if query.get("expired") else None
     return web.render("login.html", notice=notice, error=error)
 
@@ -139,7 +141,7 @@ def enrol_only(web: WebDep) -> Response:
 
 
 @router.post("/logout")
-def logout(web: WebDep, csrf: Field = "") -> Response:
+def logout(web: WebDep, csrf: Field = "", then: Field = "") -> Response:
     web.check_csrf(csrf)
     token = web.session_cookie
     if token:
@@ -149,6 +151,6 @@ def logout(web: WebDep, csrf: Field = "") -> Response:
                 sessions.revoke(s, user.id, row.id, web.ctx.clock)
         except InvalidSession:
             pass
-    response = web.redirect("/login?signed_out=1")
+    response = web.redirect("/login?enrolled=1" if then == "enrolled" else "/login?signed_out=1")
     security.drop_cookie(response, web.request, security.SESSION_COOKIE)
     return response
