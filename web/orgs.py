@@ -25,13 +25,13 @@ from twofa.models import Membership, Organization, Role, User
 from web import reauth
 from web.members import NON_COMPLIANT, MemberRow, members_of
 from web.pages import Web, WebError, get_web
+from web.settings import MANAGERS
 
 # The coverage figures and the chart build pandas frames of every member: slow reads, off the sign-in slots.
 router = Router(include_in_schema=False, limited=False)
 WebDep = Annotated[Web, Depends(get_web)]
 Slug = Annotated[str, Path(min_length=1, max_length=63)]
 Field = Annotated[str, Form(max_length=1024)]
-MANAGERS = ("owner", "admin", "super_admin")
 ROLES = [r.value for r in Role]
 REPORT_FILE = re.compile(r"report\.html|[a-z_]+\.csv")
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Form, Path
 from fastapi.responses import Response
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.routing import Router
@@ -15,7 +16,7 @@ from policies.evaluate import evaluate
 from policies.verdicts import Overdue, Pending
 from twofa import api_keys, enrolment, logins, manage, sessions, totp
 from twofa.errors import DomainError, TooManyAttempts
-from twofa.models import User, UserSession
+from twofa.models import Membership, Organization, User, UserSession
 from web import reauth
 from web.pages import Web, get_web
 
@@ -23,6 +24,7 @@ router = Router(include_in_schema=False)
 WebDep = Annotated[Web, Depends(get_web)]
 Field = Annotated[str, Form(max_length=1024)]
 PAGE = "/settings/personal/security"
+MANAGERS = ("owner", "admin", "super_admin")  # who may open an organisation's security page
 NOTICES = {
     "enabled": "Two-factor authentication is on.",
     "disabled": "Two-factor authentication is off.",
@@ -45,6 +47,17 @@ def policy_status(s: Session, user: User, web: Web) -> dict[str, Any]:
     }
 
 
+def managed_orgs(s: Session, user: User) -> list[tuple[str, str]]:
+    """(slug, name) of the organisations whose security page the user may open."""
+    rows = s.execute(
+        select(Organization.slug, Organization.name)
+        .join(Membership, Membership.org_id == Organization.id)
+        .where(Membership.user_id == user.id, Membership.role.in_(MANAGERS))
+        .order_by(Organization.name)
+    ).all()
+    return [(slug, name) for slug, name in rows]
+
+
 def _page(web: Web, s: Session, row: UserSession, user: User, status: int = 200, **extra: Any) -> Response:
     notice = NOTICES.get(web.request.query_params.get("done", ""))
     return web.render(
@@ -59,6 +72,7 @@ def _page(web: Web, s: Session, row: UserSession, user: User, status: int = 200,
         keys=[k for k in api_keys.list_keys(s, user.id) if k.revoked_at is None],
         cooldown=web.ctx.settings.email_otp_resend_cooldown,
         notice=notice,
+        managed=managed_orgs(s, user),
         **extra,
     )
 

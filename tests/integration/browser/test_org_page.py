@@ -103,13 +103,13 @@ def test_an_owner_sets_the_policy_and_sees_a_member_turn_compliant(
     assert "pending" in member_row(browser, "bob@acme.io")
     assert browser.find_element(By.ID, "non-compliant-count").text == "2"
     assert str(week) in browser.find_element(By.ID, "reports").text
+    screenshot_for_docs(browser, "org-page.png")
 
     enrol(it_factory, "bob@acme.io")
     enrol(it_factory, "fin@acme.io")
     browser.refresh()
     assert member_row(browser, "bob@acme.io").split()[:4] == ["bob@acme.io", "member", "app", "compliant"]
     assert browser.find_element(By.ID, "coverage-pct").text == "100%"
-    screenshot_for_docs(browser, "org-page.png")
     click(browser, "Show only the non-compliant")
     assert "Everyone complies." in browser.find_element(By.ID, "members").text
 
