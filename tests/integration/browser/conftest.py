@@ -105,7 +105,8 @@ def browser(downloads: Path) -> Iterator[WebDriver]:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     report = yield
-    driver = getattr(item, "funcargs", {}).get("browser")
+    funcargs = getattr(item, "funcargs", {})
+    driver = funcargs.get("browser") or funcargs.get("phone")
     if report.failed and call.when == "call" and driver is not None:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         path = SCREENSHOTS / f"{item.name}.png"
