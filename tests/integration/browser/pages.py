@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,10 +12,13 @@ from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
+from sqlalchemy.orm import Session, sessionmaker
 
-from tests.harness.services import SmtpServer, wait_for
+from tests.harness.services import ROOT, SmtpServer, wait_for
 from tests.helpers import PASSWORD, code_of
-from twofa import totp
+from twofa import accounts, enrolment, totp
+from twofa.clock import SYSTEM_CLOCK
+from twofa.db import transaction
 
 
 def button(browser: WebDriver, text: str) -> WebElement:
@@ -117,3 +122,37 @@ def downloaded(directory: Path, suffix: str = ".txt", timeout: float = 15) -> Pa
 
     wait_for(done, timeout, 0.1, "the download")
     return next(p for p in directory.iterdir() if p.suffix == suffix)
+
+
+def make_member(factory: sessionmaker[Session], email: str, role: str, org: str = "acme") -> None:
+    with transaction(factory) as s:
+        o = accounts.get_org(s, org) or accounts.create_org(s, org, clock=SYSTEM_CLOCK)
+        user = accounts.create_user(s, email, PASSWORD, clock=SYSTEM_CLOCK)
+        accounts.add_member(s, o, user, role, clock=SYSTEM_CLOCK)
+
+
+def screenshot_for_docs(browser: WebDriver, name: str) -> None:
+    """The README's screenshots, taken when asked (TWOFA_DOCS_SCREENSHOTS=1): the whole page, at a laptop's width."""
+    if os.environ.get("TWOFA_DOCS_SCREENSHOTS") != "1":
+        return
+    width, height = browser.execute_script(
+        "return [document.documentElement.clientWidth, document.documentElement.scrollHeight]"
+    )
+    shot = browser.execute_cdp_cmd(  # type: ignore[attr-defined]
+        "Page.captureScreenshot",
+        {"captureBeyondViewport": True, "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}},
+    )
+    (ROOT / "docs" / name).write_bytes(base64.b64decode(shot["data"]))
+
+
+def enrol(factory: sessionmaker[Session], email: str) -> Authenticator:
+    """Turn on an authenticator app for ``email`` through the core, as the security page does."""
+    with transaction(factory) as s:
+        user = accounts.get_user(s, email)
+        assert user is not None
+        secret = enrolment.start_totp(s, user, SYSTEM_CLOCK).secret
+        now = datetime.now(UTC)
+        enrolment.confirm_totp(s, user, totp.code_at(secret, now), SYSTEM_CLOCK)
+    app = Authenticator(secret)
+    app.used = totp.time_step(now)
+    return app

@@ -19,26 +19,21 @@ from reports.build import build, claim, write
 from reports.week import IsoWeek
 from tests.helpers import PASSWORD
 from tests.integration.browser.conftest import Site
-from tests.integration.browser.pages import Authenticator, click, sign_in, text, type_into
-from tests.integration.browser.test_security_page import make_member, screenshot_for_docs
-from twofa import accounts, enrolment, totp
+from tests.integration.browser.pages import (
+    Authenticator,
+    click,
+    enrol,
+    make_member,
+    screenshot_for_docs,
+    sign_in,
+    text,
+    type_into,
+)
+from twofa import accounts
 from twofa.clock import SYSTEM_CLOCK
 from twofa.db import transaction
 
 pytestmark = pytest.mark.integration
-
-
-def enrol(factory: sessionmaker[Session], email: str) -> Authenticator:
-    """Turn on an authenticator app for ``email`` through the core, as the security page does."""
-    with transaction(factory) as s:
-        user = accounts.get_user(s, email)
-        assert user is not None
-        secret = enrolment.start_totp(s, user, SYSTEM_CLOCK).secret
-        now = datetime.now(UTC)
-        enrolment.confirm_totp(s, user, totp.code_at(secret, now), SYSTEM_CLOCK)
-    app = Authenticator(secret)
-    app.used = totp.time_step(now)
-    return app
 
 
 def member_row(browser: WebDriver, email: str) -> str:

@@ -13,8 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.helpers import PASSWORD
 from tests.integration.browser.conftest import Site, chromium
-from tests.integration.browser.pages import Authenticator, click, text, type_into
-from tests.integration.browser.test_security_page import make_member
+from tests.integration.browser.pages import Authenticator, click, make_member, text, type_into
 from twofa import accounts, sessions
 from twofa.clock import SYSTEM_CLOCK
 from twofa.db import transaction

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +20,6 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.harness.services import ROOT
 from tests.helpers import PASSWORD
 from tests.integration.browser.conftest import COOLDOWN, Site
 from tests.integration.browser.pages import (
@@ -30,42 +28,21 @@ from tests.integration.browser.pages import (
     cooldown_over,
     disclose,
     downloaded,
+    enrol,
     field,
     mail_count,
+    make_member,
     next_mail,
+    screenshot_for_docs,
     sign_in,
     text,
     type_into,
 )
-from twofa import accounts
-from twofa.clock import SYSTEM_CLOCK
-from twofa.db import transaction
-from twofa.models import ApiKey
+from twofa.models import ApiKey, AuditEvent
 
 pytestmark = pytest.mark.integration
 ANN = "ann@acme.io"
 PAGE = "/settings/personal/security"
-
-
-def make_member(factory: sessionmaker[Session], email: str, role: str, org: str = "acme") -> None:
-    with transaction(factory) as s:
-        o = accounts.get_org(s, org) or accounts.create_org(s, org, clock=SYSTEM_CLOCK)
-        user = accounts.create_user(s, email, PASSWORD, clock=SYSTEM_CLOCK)
-        accounts.add_member(s, o, user, role, clock=SYSTEM_CLOCK)
-
-
-def screenshot_for_docs(browser: WebDriver, name: str) -> None:
-    """The README's screenshots, taken when asked (TWOFA_DOCS_SCREENSHOTS=1): the whole page, at a laptop's width."""
-    if os.environ.get("TWOFA_DOCS_SCREENSHOTS") != "1":
-        return
-    width, height = browser.execute_script(
-        "return [document.documentElement.clientWidth, document.documentElement.scrollHeight]"
-    )
-    shot = browser.execute_cdp_cmd(  # type: ignore[attr-defined]
-        "Page.captureScreenshot",
-        {"captureBeyondViewport": True, "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}},
-    )
-    (ROOT / "docs" / name).write_bytes(base64.b64decode(shot["data"]))
 
 
 def test_the_help_article_in_a_browser(
@@ -226,3 +203,38 @@ def test_cookies_headers_and_a_form_without_its_csrf_token(
         assert accepted.status_code == 200
     with it_factory() as s:
         assert list(s.execute(select(ApiKey.name)).scalars()) == ["mine"]
+
+
+def csrf_of(page: httpx.Response) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert found is not None, page.text
+    return found.group(1)
+
+
+def test_wrong_codes_on_the_sign_in_page_lock_the_second_factor_as_the_api_does(
+    site: Site, it_factory: sessionmaker[Session]
+) -> None:
+    make_member(it_factory, ANN, "owner")
+    app = enrol(it_factory, ANN)
+    with httpx.Client(base_url=site.url, follow_redirects=True) as client:
+        signed = client.post("/login", data={"csrf": csrf_of(client.get("/login")), "email": ANN, "password": PASSWORD})
+        assert signed.url.path == "/login/2fa"
+        answers = [
+            client.post("/login/2fa", data={"csrf": csrf_of(signed), "code": app.wrong_code()}) for _ in range(5)
+        ]
+        assert [a.status_code for a in answers] == [401] * 5
+        still = client.post("/login/2fa", data={"csrf": csrf_of(signed), "code": app.code()})  # the right one
+        assert still.status_code == 429 and "too many wrong codes; try again in" in still.text
+        assert "twofa_session" not in client.cookies
+    with it_factory() as s:
+        events = s.execute(select(AuditEvent.event).where(AuditEvent.event == "second_factor_locked")).scalars()
+        assert list(events) == ["second_factor_locked"]
+
+
+def test_cookies_are_secure_behind_an_https_proxy(site: Site) -> None:
+    with httpx.Client(base_url=site.url) as client:
+        page = client.get("/login", headers={"X-Forwarded-Proto": "https"})
+        cookie = page.headers["set-cookie"]
+        assert cookie.startswith("twofa_csrf=") and "Secure" in cookie and "HttpOnly" in cookie
+        assert "SameSite=strict" in cookie
+        assert "Secure" not in client.get("/login").headers["set-cookie"]  # plain HTTP (a local run)
