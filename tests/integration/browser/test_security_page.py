@@ -238,3 +238,16 @@ def test_cookies_are_secure_behind_an_https_proxy(site: Site) -> None:
         assert cookie.startswith("twofa_csrf=") and "Secure" in cookie and "HttpOnly" in cookie
         assert "SameSite=strict" in cookie
         assert "Secure" not in client.get("/login").headers["set-cookie"]  # plain HTTP (a local run)
+
+
+def test_errors_are_pages_on_the_pages_and_json_on_the_api(site: Site) -> None:
+    with httpx.Client(base_url=site.url) as client:
+        missing = client.get("/settings/nothing-here")
+        assert missing.status_code == 404 and missing.headers["content-type"].startswith("text/html")
+        assert (
+            "There is no such page." in missing.text and "frame-ancestors" in missing.headers["content-security-policy"]
+        )
+        too_long = client.post("/login", data={"csrf": csrf_of(client.get("/login")), "email": "a" * 2000})
+        assert too_long.status_code == 422 and "too long or not valid" in too_long.text
+        api = client.get("/api/v1/nothing-here")
+        assert api.status_code == 404 and api.json()["error"]["code"] == "not_found"
