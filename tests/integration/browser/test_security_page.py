@@ -251,3 +251,50 @@ def test_errors_are_pages_on_the_pages_and_json_on_the_api(site: Site) -> None:
         assert too_long.status_code == 422 and "too long or not valid" in too_long.text
         api = client.get("/api/v1/nothing-here")
         assert api.status_code == 404 and api.json()["error"]["code"] == "not_found"
+
+
+def test_email_codes_confirm_a_regeneration_and_the_move_to_an_app(
+    site: Site, browser: WebDriver, it_factory: sessionmaker[Session]
+) -> None:
+    make_member(it_factory, "fin@acme.io", "finance")
+    sign_in(browser, site.url, "fin@acme.io")
+    seen = mail_count(site.smtp, "fin@acme.io")
+    click(browser, "Use email codes instead")
+    assert "We emailed a 6-digit code to fin@acme.io" in text(browser)
+    type_into(browser, "6-digit code from the email", next_mail(site.smtp, "fin@acme.io", seen))
+    click(browser, "Verify")
+    first = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "#backup-codes code")]
+    click(browser, "I've saved them")
+    assert "Email codes" in text(browser)
+
+    # Regenerate the backup codes: the password and a code emailed for the purpose.
+    cooldown_over(site.smtp, "fin@acme.io", COOLDOWN)
+    click(browser, "Email me a code")
+    assert "We emailed you a code." in text(browser)
+    section = disclose(browser, "Regenerate backup codes")
+    type_into(browser, "Password", PASSWORD, section)
+    type_into(browser, "6-digit code from your email", next_mail(site.smtp, "fin@acme.io", seen + 1), section)
+    click(browser, "Regenerate")
+    second = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "#backup-codes code")]
+    assert len(second) == 10 and not set(first) & set(second)
+    click(browser, "I've saved them")
+
+    # A wrong password changes nothing and says why.
+    cooldown_over(site.smtp, "fin@acme.io", COOLDOWN)
+    click(browser, "Email me a code")
+    section = disclose(browser, "Use an authenticator app instead")
+    type_into(browser, "Password", "not the password", section)
+    type_into(browser, "6-digit code from your email", next_mail(site.smtp, "fin@acme.io", seen + 2), section)
+    click(browser, "Continue")
+    assert "the password is wrong" in text(browser) and "Email codes" in text(browser)
+
+    # Move to an authenticator app with the password and the emailed code.
+    section = disclose(browser, "Use an authenticator app instead")
+    type_into(browser, "Password", PASSWORD, section)
+    type_into(browser, "6-digit code from your email", next_mail(site.smtp, "fin@acme.io", seen + 2), section)
+    click(browser, "Continue")
+    app = Authenticator(browser.find_element(By.ID, "secret").text.replace(" ", ""))
+    type_into(browser, "6-digit code", app.code())
+    click(browser, "Verify")
+    click(browser, "I've saved them")
+    assert "Authenticator app" in text(browser) and "10 backup codes left" in text(browser)
