@@ -27,10 +27,14 @@ def button(browser: WebDriver, text: str) -> WebElement:
 
 def click(browser: WebDriver, text: str, *, navigates: bool = True) -> None:
     """Click a button or link by its words; when it leads to another page, wait until that page has loaded."""
+    press(browser, button(browser, text), navigates=navigates)
+
+
+def press(browser: WebDriver, element: WebElement, *, navigates: bool = True) -> None:
     page = browser.find_element(By.TAG_NAME, "html")
-    button(browser, text).click()
+    element.click()
     if navigates:
-        wait_for(lambda: _gone(page), 30, 0.05, f"the page after {text!r}")
+        wait_for(lambda: _gone(page), 30, 0.05, "the next page")
         wait_for(lambda: browser.execute_script("return document.readyState") == "complete", 30, 0.05, "the page")
 
 

@@ -33,6 +33,7 @@ from tests.integration.browser.pages import (
     mail_count,
     make_member,
     next_mail,
+    press,
     screenshot_for_docs,
     sign_in,
     text,
@@ -161,8 +162,15 @@ def test_the_help_article_in_a_browser(
 
     # Another session (a sign-in through the API), then "sign out everywhere else".
     with httpx.Client(base_url=site.url + "/api/v1") as api:
-        other = api.post("/auth/login", json={"email": ANN, "password": PASSWORD}).json()["session"]["token"]
+        first, other = (
+            api.post("/auth/login", json={"email": ANN, "password": PASSWORD}).json()["session"]["token"]
+            for _ in range(2)
+        )
         browser.refresh()
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#sessions tbody tr")) == 3
+        press(browser, browser.find_elements(By.CSS_SELECTOR, "#sessions tbody button")[-1])  # the oldest: first
+        assert "That session is signed out." in text(browser)
+        assert api.get("/auth/2fa/status", headers={"Authorization": f"Bearer {first}"}).status_code == 401
         assert len(browser.find_elements(By.CSS_SELECTOR, "#sessions tbody tr")) == 2
         click(browser, "Sign out everywhere else")
         assert "Every other session is signed out." in text(browser)
