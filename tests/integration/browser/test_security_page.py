@@ -189,6 +189,8 @@ def test_cookies_headers_and_a_form_without_its_csrf_token(
         assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
         assert "unsafe-inline" not in page.headers["content-security-policy"]
         assert "<script>" not in page.text and " style=" not in page.text
+        assert page.headers["cache-control"] == "no-store"  # backup codes and API keys stay out of caches
+        assert page.headers["x-frame-options"] == "DENY" and page.headers["x-content-type-options"] == "nosniff"
         refused = client.post("/login", data={"email": ANN, "password": PASSWORD}, follow_redirects=False)
         assert refused.status_code == 403 and "twofa_session" not in refused.headers.get("set-cookie", "")
         forged = client.post("/login", data={"csrf": "x" * 43, "email": ANN, "password": PASSWORD})
