@@ -19,7 +19,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from tests.harness.services import ROOT, SmtpServer, Worker, free_port, wait_for
+from tests.harness.services import ROOT, RedisServer, SmtpServer, Worker, free_port, service_env, wait_for
 
 CHROMIUM = os.environ.get("TWOFA_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("TWOFA_TEST_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -35,36 +35,55 @@ class Site:
     log: Path
 
 
-@pytest.fixture
-def site(worker_env: dict[str, str], worker: Worker, smtp: SmtpServer, tmp_path: Path) -> Iterator[Site]:
-    """``twofa serve`` (the API and the pages) on a free port, as an operator runs it."""
-    port = free_port()
-    reports_dir = tmp_path / "reports"
-    log_path = tmp_path / "serve.log"
-    env = worker_env | {"TWOFA_REPORTS_DIR": str(reports_dir), "TWOFA_EMAIL_OTP_RESEND_COOLDOWN": str(COOLDOWN)}
-    log = log_path.open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+def _up(port: int) -> bool:
+    try:
+        with contextlib.closing(http.client.HTTPConnection("127.0.0.1", port, timeout=1)) as connection:
+            connection.request("GET", "/healthz")
+            return connection.getresponse().status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def site(it_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """``twofa serve`` (the API and the pages) on a free port, as an operator runs it, with a worker of its own that
+    delivers mail to an SMTP server of its own, through a Redis of its own (others flush theirs). One for every
+    browser test (each empties the tables first), with the request limits raised, since every test signs in from
+    the same address."""
+    workdir = tmp_path_factory.mktemp("site")
+    redis_server = RedisServer(workdir)
+    smtp = SmtpServer()
+    env = service_env(
+        it_db,
+        redis_server.url,
+        smtp.port,
+        TWOFA_OUTBOX_SWEEP_GRACE="1",
+        TWOFA_REPORTS_DIR=str(workdir / "reports"),
+        TWOFA_EMAIL_OTP_RESEND_COOLDOWN=str(COOLDOWN),
+        TWOFA_RATELIMIT_PER_IP="100000",
+        TWOFA_RATELIMIT_AUTH_PER_IP="100000",
+        TWOFA_RATELIMIT_AUTH_PER_ACCOUNT="100000",
     )
-    log.close()
+    worker = Worker(env=env, log_path=workdir / "worker.log").start()
+    port = free_port()
+    log_path = workdir / "serve.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--log-level", "warning"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def up() -> bool:
         assert proc.poll() is None, log_path.read_text()
-        try:
-            with contextlib.closing(http.client.HTTPConnection("127.0.0.1", port, timeout=1)) as connection:
-                connection.request("GET", "/healthz")
-                return connection.getresponse().status == 200
-        except OSError:
-            return False
+        return _up(port)
 
     try:
         wait_for(up, 60, interval=0.1, what="twofa serve")
-        yield Site(f"http://127.0.0.1:{port}", smtp, reports_dir, log_path)
+        yield Site(f"http://127.0.0.1:{port}", smtp, workdir / "reports", log_path)
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:
@@ -72,7 +91,19 @@ def site(worker_env: dict[str, str], worker: Worker, smtp: SmtpServer, tmp_path:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+        worker.stop()
+        smtp.stop()
+        redis_server.stop()
     assert "Traceback" not in log_path.read_text(), log_path.read_text()
+
+
+@pytest.fixture(autouse=True)
+def _no_server_errors(site: Site) -> Iterator[None]:
+    """Each test fails on an error the server logged while it ran, not only the run at its end."""
+    start = site.log.stat().st_size
+    yield
+    logged = site.log.read_bytes()[start:].decode(errors="replace")
+    assert "Traceback" not in logged, logged
 
 
 @pytest.fixture
