@@ -24,7 +24,7 @@ test: $(STAMP) services
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy twofa cli workers api policies reports
+	$(BIN)/mypy twofa cli workers api web policies reports
 
 $(VENV)/.bench-installed: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]' --config-settings editable_mode=compat

@@ -6,13 +6,13 @@ import functools
 import ipaddress
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request, Response
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import devices
-from api.errors import ApiError
+from api.errors import ApiError, is_failure
 from api.ratelimit import Limit, Limiter, account_key, challenge_key, digest
 from twofa import api_keys, audit, sessions
 from twofa.clock import Clock
@@ -49,6 +49,16 @@ def _address(value: str | None) -> IPAddress | None:
     return ip
 
 
+def over_https(request: Request, trusted: tuple[IPNetwork, ...]) -> bool:
+    """Whether the client reached us over HTTPS: the request's own scheme, or ``X-Forwarded-Proto`` from a trusted
+    proxy (the TLS terminator in front)."""
+    if request.url.scheme == "https":
+        return True
+    peer = _address(request.client.host if request.client else None)
+    forwarded = request.headers.get("x-forwarded-proto", "").strip().lower()
+    return forwarded == "https" and peer is not None and any(peer in net for net in trusted)
+
+
 def client_address(peer: str | None, forwarded: str | None, trusted: tuple[IPNetwork, ...]) -> IPAddress | None:
     """The client: the peer, or, when the peer is a trusted proxy, the nearest address of ``X-Forwarded-For`` that is
     not itself a trusted proxy. An entry that does not parse stands for nothing: the peer's address is taken."""
@@ -82,6 +92,7 @@ class Ctx:
     limiter: Limiter
     request: Request
     response: Response | None = None  # where headers and cookies for the answer go
+    _budgets: list[Limit] = field(default_factory=list)  # what a failure of this request is charged to
 
     @functools.cached_property
     def _ip(self) -> IPAddress | None:
@@ -145,7 +156,16 @@ class Ctx:
         if challenge:
             budgets.append(Limit("fail:" + challenge_key(challenge), s.ratelimit_auth_per_account))
         _refuse_after(self.limiter.spent(*budgets))
+        self._budgets = budgets
         self.request.state.charge_failure = functools.partial(self.limiter.acharge, *budgets)
+
+    def failed(self, exc: DomainError) -> None:
+        """Charge a failure caught by the caller (the pages show it, where the API's error handler answers it) to the
+        budgets of ``limit_auth``: once, and only for a guess (``api.errors.is_failure``)."""
+        if self._budgets and is_failure(exc):
+            self.limiter.charge(*self._budgets)
+        self._budgets = []
+        self.request.state.charge_failure = None
 
     def signed_in(self, email: str) -> None:
         """A correct password for ``email``: the account's consecutive failures start again from zero, and the client
@@ -163,7 +183,7 @@ class Ctx:
             max_age=days * 86400,
             httponly=True,
             samesite="strict",
-            secure=self.request.url.scheme == "https",
+            secure=over_https(self.request, self.settings.trusted_proxies),
         )
 
     def _pair_budget(self, email: str) -> Limit:

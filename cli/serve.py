@@ -1,4 +1,4 @@
-"""``twofa serve``: the HTTP API."""
+"""``twofa serve``: the HTTP API and the pages."""
 
 from __future__ import annotations
 
@@ -20,17 +20,19 @@ class LogLevel(StrEnum):
 
 
 def make_app() -> FastAPI:
-    """The application as each server process builds it: the API, with emails handed to the Celery workers after
-    each commit. (The API package itself knows no queue; this edge connects the two.) What the process has made by
-    then is frozen out of the garbage collector's reach (``twofa.heap``): a full collection would otherwise hold up
-    the requests in flight."""
+    """The application as each server process builds it: the API and the pages, with emails handed to the Celery
+    workers after each commit. (The API package itself knows no queue; this edge connects the two.) What the process
+    has made by then is frozen out of the garbage collector's reach (``twofa.heap``): a full collection would
+    otherwise hold up the requests in flight."""
     from api.app import create_app
     from policies.gate import enrolment_required
     from twofa.heap import freeze_startup_objects
+    from web.app import install as install_pages
     from workers.dispatch import install
 
     install()
     app = create_app(gate=enrolment_required)
+    install_pages(app)
     freeze_startup_objects()
     return app
 
@@ -53,7 +55,7 @@ def serve(
         "Default: none; the peer is the client.",
     ),
 ) -> None:
-    """Run the HTTP API (uvicorn). Emails are handed to the Celery workers after each commit."""
+    """Run the HTTP API and the pages (uvicorn). Emails are handed to the Celery workers after each commit."""
     import os
 
     from api.server import ServerConfig, run_server

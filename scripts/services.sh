@@ -30,4 +30,13 @@ if ! redis_up; then
   redis_up || { echo "services: Redis is not running on 127.0.0.1:$REDIS_PORT and could not be started (install redis-server)"; exit 1; }
   echo "services: started Redis"
 fi
-echo "services: PostgreSQL and Redis are up"
+# The browser tests drive Debian's Chromium through its chromedriver (Selenium).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } >/dev/null 2>&1 || true
+  fi
+  command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 \
+    || { echo "services: Chromium for the browser tests is missing (apt-get install chromium chromium-driver)"; exit 1; }
+  echo "services: installed Chromium and chromedriver"
+fi
+echo "services: PostgreSQL and Redis are up, Chromium is installed"

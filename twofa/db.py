@@ -155,8 +155,8 @@ def _check_on_checkout(engine: Engine) -> None:
             raise DisconnectionError("a pooled connection did not answer its ping") from exc
 
 
-# What PostgreSQL answers while it restarts: new connections are refused, or told it is starting or stopping.
-_RESTARTING = ("connection refused", "the database system is")
+# What a new connection meets while PostgreSQL restarts: refused, told it is starting or stopping, or closed at once.
+_RESTARTING = ("connection refused", "the database system is", "server closed the connection unexpectedly")
 
 
 def _wait_for_server(engine: Engine, wait: float) -> None:

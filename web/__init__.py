@@ -1,0 +1,1 @@
+"""The pages a person uses: sign-in, ``/settings/personal/security`` and ``/orgs/{slug}/security``."""
