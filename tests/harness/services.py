@@ -371,6 +371,7 @@ class ApiServer:
     log_path: Path
     workers: int = 1
     quiet: bool = False
+    extra: list[str] = field(default_factory=list)  # more `twofa serve` options
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
@@ -382,6 +383,7 @@ class ApiServer:
         command = ["serve", "--port", str(self.port), "--workers", str(self.workers)]
         if self.quiet:
             command += ["--no-access-log", "--log-level", "warning"]
+        command += self.extra
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "cli.main", *command],

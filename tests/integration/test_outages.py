@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -22,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.harness.services import ROOT, RedisServer, free_port, service_env, wait_for
+from tests.harness.services import ApiServer, RedisServer, free_port, service_env, wait_for
 from tests.helpers import PASSWORD, enrol_totp, make_user
 from twofa import totp
 from twofa.clock import FrozenClock
@@ -81,27 +78,11 @@ class PrivatePostgres:
 
 @contextlib.contextmanager
 def serving(env: dict[str, str], log: Path, *args: str) -> Iterator[str]:
-    port = free_port()
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--no-access-log", *args],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            wait_for(lambda: "Application startup complete" in log.read_text() or proc.poll() is not None, 60)
-            assert proc.poll() is None, log.read_text()
-            yield f"http://127.0.0.1:{port}/api/v1"
-        finally:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+    server = ApiServer(env, log, quiet=True, extra=list(args)).start()
+    try:
+        yield server.url + "/api/v1"
+    finally:
+        server.stop()
 
 
 class Load:

@@ -4,12 +4,7 @@ A failing test leaves a screenshot of the page it was on."""
 
 from __future__ import annotations
 
-import contextlib
-import http.client
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +14,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from tests.harness.services import ROOT, RedisServer, SmtpServer, Worker, free_port, service_env, wait_for
+from tests.harness.services import ROOT, ApiServer, RedisServer, SmtpServer, Worker, service_env
 
 CHROMIUM = os.environ.get("TWOFA_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("TWOFA_TEST_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -33,15 +28,6 @@ class Site:
     smtp: SmtpServer
     reports_dir: Path
     log: Path
-
-
-def _up(port: int) -> bool:
-    try:
-        with contextlib.closing(http.client.HTTPConnection("127.0.0.1", port, timeout=1)) as connection:
-            connection.request("GET", "/healthz")
-            return connection.getresponse().status == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="session")
@@ -66,32 +52,12 @@ def site(it_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]
         TWOFA_FORWARDED_ALLOW_IPS="127.0.0.1",  # the tests stand for the HTTPS proxy in front
     )
     worker = Worker(env=env, log_path=workdir / "worker.log").start()
-    port = free_port()
-    log_path = workdir / "serve.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--log-level", "warning"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def up() -> bool:
-        assert proc.poll() is None, log_path.read_text()
-        return _up(port)
-
+    server = ApiServer(env, workdir / "serve.log", quiet=True).start()
+    log_path = server.log_path
     try:
-        wait_for(up, 60, interval=0.1, what="twofa serve")
-        yield Site(f"http://127.0.0.1:{port}", smtp, workdir / "reports", log_path)
+        yield Site(server.url, smtp, workdir / "reports", log_path)
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        server.stop()
         worker.stop()
         smtp.stop()
         redis_server.stop()

@@ -9,6 +9,7 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.wait import WebDriverWait
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.helpers import PASSWORD
@@ -65,6 +66,7 @@ def test_a_phone_and_a_keyboard_are_enough(site: Site, phone: WebDriver, it_fact
     assert fits(phone) and unlabelled(phone) == []
     # Keyboard alone: the email field has the focus; Tab to the password; Enter submits.
     phone.switch_to.active_element.send_keys("ann@acme.io", Keys.TAB, PASSWORD, Keys.ENTER)
+    WebDriverWait(phone, 15).until(lambda d: d.current_url == site.url + "/settings/personal/security")
     assert phone.find_element(By.TAG_NAME, "h1").text == "Security"
     assert wider(phone) == []
     assert fits(phone) and unlabelled(phone) == []
@@ -75,6 +77,7 @@ def test_a_phone_and_a_keyboard_are_enough(site: Site, phone: WebDriver, it_fact
     assert fits(phone) and unlabelled(phone) == []
     app = Authenticator(phone.find_element(By.ID, "secret").text.replace(" ", ""))
     type_into(phone, "6-digit code", app.code()).send_keys(Keys.ENTER)
+    WebDriverWait(phone, 15).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#backup-codes code"))
     assert len(phone.find_elements(By.CSS_SELECTOR, "#backup-codes code")) == 10 and fits(phone)
     click(phone, "I've saved them")
     for summary in phone.find_elements(By.TAG_NAME, "summary"):  # every hidden form opens from the keyboard
