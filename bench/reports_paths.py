@@ -295,6 +295,7 @@ def _timed_iter(stages: dict[str, float], name: str, fn: Callable[..., Iterator[
 
 def _time_stages(stages: dict[str, float]) -> None:
     """Wrap (never change) the functions the report calls, so that each stage's time lands in ``stages``."""
+    import policies.members
     import reports.build
     import reports.compute
     import reports.extract
@@ -303,7 +304,7 @@ def _time_stages(stages: dict[str, float]) -> None:
     def wrap(module: Any, attr: str, name: str, how: Callable[..., Any] = _timed) -> None:
         setattr(module, attr, how(stages, name, getattr(module, attr)))
 
-    wrap(reports.extract, "evaluate", "extract.members: evaluate() (SQL + verdicts)", _timed_iter)
+    wrap(policies.members, "evaluate", "extract.members: evaluate() (SQL + verdicts)", _timed_iter)
     for attr in ("members", "logins", "lockouts", "trend_logins", "toggles"):
         wrap(reports.extract, attr, f"extract.{attr}")
     wrap(reports.build, "extract", "extract (total)")
