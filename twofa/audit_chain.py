@@ -12,13 +12,13 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import ColumnElement, Table, bindparam, event, select, update
+from sqlalchemy import ColumnElement, event, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from twofa.db import conflict_insert
+from twofa.db import conflict_insert, update_rows
 from twofa.models import AuditChain, AuditEvent
 
 NO_ORG = "none"
@@ -119,23 +119,13 @@ def seal(session: Session, ids: list[int]) -> None:
         for row in by_chain[chain]:
             seq += 1
             digest = row_hash(row, chain, seq, prev)
-            updates.append({"row_id": row.id, "chain": chain, "chain_seq": seq, "prev_hash": prev, "row_hash": digest})
+            updates.append({"id": row.id, "chain": chain, "chain_seq": seq, "prev_hash": prev, "row_hash": digest})
             prev = digest
-        new_heads.append({"key": chain, "seq": seq, "head_hash": prev})
-    table = cast(Table, AuditEvent.__table__)
-    session.execute(
-        update(table).where(table.c.id == bindparam("row_id")),
-        updates,
-        execution_options={"synchronize_session": False},
-    )
-    chains_table = cast(Table, AuditChain.__table__)
-    session.execute(
-        update(chains_table).where(chains_table.c.chain == bindparam("key")),
-        new_heads,
-        execution_options={"synchronize_session": False},
-    )
+        new_heads.append({"chain": chain, "seq": seq, "head_hash": prev})
+    update_rows(session, AuditEvent, updates)  # one statement on PostgreSQL, however many rows
+    update_rows(session, AuditChain, new_heads, key="chain")
     for values in updates:  # objects still in the session show what was written
-        obj = session.identity_map.get(session.identity_key(AuditEvent, values["row_id"]))
+        obj = session.identity_map.get(session.identity_key(AuditEvent, values["id"]))
         if obj is not None:
             for key in ("chain", "chain_seq", "prev_hash", "row_hash"):
                 set_committed_value(obj, key, values[key])

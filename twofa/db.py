@@ -29,6 +29,7 @@ from sqlalchemy import (
     event,
     func,
     select,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
@@ -207,6 +208,32 @@ def insert_rows(
     if on_conflict is not None:
         stmt = on_conflict(stmt)
     return session.execute(stmt.returning(*returning), params).all()
+
+
+def update_rows(session: Session, model: Any, rows: Sequence[dict[str, Any]], *, key: str = "id") -> None:
+    """UPDATE ``model``'s rows named by ``key`` in ``rows`` (dicts with the same keys), each to its own values. On
+    PostgreSQL one statement for any number of rows (``UPDATE ... FROM json_to_recordset``, as ``insert_rows``),
+    so a job's statement count does not grow with its data; SQLite takes them as an ``executemany``."""
+    if not rows:
+        return
+    table = model.__table__
+    names = list(rows[0])
+    if session.get_bind().dialect.name == "postgresql":
+        record = (
+            func.json_to_recordset(bindparam("rows", type_=JSON()))
+            .table_valued(*(column(name, table.c[name].type) for name in names))
+            .render_derived(name="r", with_types=True)
+        )
+        statement = (
+            update(table)
+            .where(table.c[key] == record.c[key])
+            .values({name: record.c[name] for name in names if name != key})
+        )
+        session.execute(statement, {"rows": [{k: _jsonable(v) for k, v in row.items()} for row in rows]})
+        return
+    by_key = update(table).where(table.c[key] == bindparam("_key"))
+    values: dict[str, Any] = {name: bindparam(name) for name in names if name != key}
+    session.execute(by_key.values(values), [{**row, "_key": row[key]} for row in rows])
 
 
 def _jsonable(value: Any) -> Any:
