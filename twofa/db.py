@@ -176,6 +176,19 @@ def _wait_for_server(engine: Engine, wait: float) -> None:
             time.sleep(0.2)
 
 
+def _recordset(table: Any, names: list[str]) -> Any:
+    """PostgreSQL's ``json_to_recordset(:rows) AS r(names typed as the table's columns)``: rows as one parameter."""
+    return (
+        func.json_to_recordset(bindparam("rows", type_=JSON()))
+        .table_valued(*(column(name, table.c[name].type) for name in names))
+        .render_derived(name="r", with_types=True)
+    )
+
+
+def _recordset_rows(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    return {"rows": [{k: _jsonable(v) for k, v in row.items()} for row in rows]}
+
+
 def insert_rows(
     session: Session,
     model: Any,
@@ -196,13 +209,9 @@ def insert_rows(
     table = model.__table__
     names = list(rows[0])
     if session.get_bind().dialect.name == "postgresql":
-        record = (
-            func.json_to_recordset(bindparam("rows", type_=JSON()))
-            .table_valued(*(column(name, table.c[name].type) for name in names))
-            .render_derived(name="r", with_types=True)
-        )
+        record = _recordset(table, names)
         stmt: Any = postgresql.insert(table).from_select(names, select(*(record.c[name] for name in names)))
-        params: Any = {"rows": [{k: _jsonable(v) for k, v in row.items()} for row in rows]}
+        params: Any = _recordset_rows(rows)
     else:
         stmt, params = sqlite.insert(table), list(rows)
     if on_conflict is not None:
@@ -219,17 +228,13 @@ def update_rows(session: Session, model: Any, rows: Sequence[dict[str, Any]], *,
     table = model.__table__
     names = list(rows[0])
     if session.get_bind().dialect.name == "postgresql":
-        record = (
-            func.json_to_recordset(bindparam("rows", type_=JSON()))
-            .table_valued(*(column(name, table.c[name].type) for name in names))
-            .render_derived(name="r", with_types=True)
-        )
+        record = _recordset(table, names)
         statement = (
             update(table)
             .where(table.c[key] == record.c[key])
             .values({name: record.c[name] for name in names if name != key})
         )
-        session.execute(statement, {"rows": [{k: _jsonable(v) for k, v in row.items()} for row in rows]})
+        session.execute(statement, _recordset_rows(rows))
         return
     by_key = update(table).where(table.c[key] == bindparam("_key"))
     values: dict[str, Any] = {name: bindparam(name) for name in names if name != key}
