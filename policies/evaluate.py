@@ -236,3 +236,26 @@ def evaluate(
             totp_only=totp_only,
             enrol_only=org.enrol_only,
         )
+
+
+class Asked(NamedTuple):
+    """What the organisations' policies ask of one user: the API's status and the security page both show it."""
+
+    required: bool
+    deadline: datetime | None  # the earliest open deadline
+    status: str | None  # overdue, pending, compliant, or None where no policy requires 2FA of the user
+    totp_required: bool  # an open deadline asks for an authenticator app
+
+
+def asked_of(session: Session, user_id: int, now: datetime) -> Asked:
+    verdicts = [v.verdict for v in evaluate(session, now, user_id=user_id)]
+    open_ = [v for v in verdicts if isinstance(v, Pending | Overdue)]
+    required = any(v.kind != "exempt" for v in verdicts)
+    overdue = any(isinstance(v, Overdue) for v in open_)
+    status = "overdue" if overdue else "pending" if open_ else "compliant" if required else None
+    return Asked(
+        required=required,
+        deadline=min((v.deadline for v in open_), default=None),
+        status=status,
+        totp_required=any(getattr(v, "reason", None) == "totp_required" for v in open_),
+    )

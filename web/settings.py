@@ -13,9 +13,8 @@ from sqlalchemy.orm import Session
 
 from api.routing import Router
 from policies import notices
-from policies.evaluate import evaluate
+from policies.evaluate import asked_of
 from policies.members import MANAGERS
-from policies.verdicts import Overdue, Pending
 from twofa import api_keys, enrolment, logins, manage, sessions, totp
 from twofa.errors import DomainError, TooManyAttempts
 from twofa.models import Membership, Organization, User, UserSession
@@ -33,18 +32,6 @@ NOTICES = {
     "signed_out_others": "Every other session is signed out.",
     "key_revoked": "The API key is revoked.",
 }
-
-
-def policy_status(s: Session, user: User, web: Web) -> dict[str, Any]:
-    """What the organisations' policies ask of the user, as the API's status answers it."""
-    verdicts = [v.verdict for v in evaluate(s, web.ctx.clock.now(), user_id=user.id)]
-    open_ = [v for v in verdicts if isinstance(v, Pending | Overdue)]
-    return {
-        "required": any(v.kind != "exempt" for v in verdicts),
-        "deadline": min((v.deadline for v in open_), default=None),
-        "overdue": any(isinstance(v, Overdue) for v in open_),
-        "totp_required": any(getattr(v, "reason", None) == "totp_required" for v in open_),
-    }
 
 
 def managed_orgs(s: Session, user: User) -> list[tuple[str, str]]:
@@ -65,7 +52,7 @@ def _page(web: Web, s: Session, row: UserSession, user: User, status: int = 200,
         status,
         account=user.email,
         status_=manage.status(s, user),
-        policy=policy_status(s, user, web),
+        policy=asked_of(s, user.id, web.ctx.clock.now()),
         sessions=sessions.list_active(s, user.id, web.ctx.clock),
         current_session=row.id,
         history=logins.history(s, user.id, 20),

@@ -39,7 +39,6 @@ from twofa.models import Membership, User
 router = Router(tags=["organisations"], limited=False)
 CtxDep = Annotated[Ctx, Depends(get_ctx)]
 Slug = Annotated[str, Path(min_length=1, max_length=63)]
-MemberId = PathId
 Page = Annotated[int, Query(ge=1, le=1_000_000)]
 PerPage = Annotated[int, Query(ge=1, le=org_members.MAX_PER_PAGE)]
 
@@ -166,7 +165,7 @@ def audit_log(
 
 
 @router.post("/orgs/{slug}/members/{user_id}/reset-2fa", response_model=ResetResponse)
-def reset_member(slug: Slug, user_id: MemberId, body: ResetRequest, ctx: CtxDep) -> ResetResponse:
+def reset_member(slug: Slug, user_id: PathId, body: ResetRequest, ctx: CtxDep) -> ResetResponse:
     """Turn a member's 2FA off (a lost device and backup codes), with a reason. Owners reset anyone; admins reset
     members, not owners or other admins. Audited; the member is emailed and signed out everywhere; the owners and
     admins are emailed."""

@@ -19,8 +19,7 @@ from api.schemas import (
     StatusResponse,
 )
 from policies import notices
-from policies.evaluate import evaluate
-from policies.verdicts import Overdue, Pending
+from policies.evaluate import asked_of
 from twofa import enrolment, manage
 
 router = Router(tags=["two-factor authentication"])
@@ -92,23 +91,13 @@ def status(ctx: CtxDep) -> StatusResponse:
     with ctx.unit() as s:
         user = ctx.principal(s, api_key=True, enrol_scope=True).user
         st = manage.status(s, user)
-        verdicts = [v.verdict for v in evaluate(s, ctx.clock.now(), user_id=user.id)]
-    open_ = [v for v in verdicts if isinstance(v, Pending | Overdue)]
-    required = any(v.kind != "exempt" for v in verdicts)
+        asked = asked_of(s, user.id, ctx.clock.now())
     return StatusResponse(
         enabled=st.enabled,
         method=st.method,
         managed_by_sso=st.managed_by_sso,
         backup_codes_left=st.backup_codes_left,
-        required_by_policy=required,
-        deadline=min((v.deadline for v in open_), default=None),
-        policy_status=(
-            "overdue"
-            if any(isinstance(v, Overdue) for v in open_)
-            else "pending"
-            if open_
-            else "compliant"
-            if required
-            else None
-        ),
+        required_by_policy=asked.required,
+        deadline=asked.deadline,
+        policy_status=asked.status,
     )
