@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from twofa import crypto, email_otp, second_factor, sessions
@@ -27,7 +28,6 @@ from twofa.models import LoginChallenge, LoginHistory, User
 from twofa.passwords import verify_password
 from twofa.sessions import Client, IssuedSession
 from twofa.settings import get_settings
-from twofa.throttle import lock_user
 
 
 class Outcome:
@@ -76,6 +76,11 @@ class LoggedIn:
         return self.session.scope == "enrol"
 
 
+# Built once: every sign-in attempt runs it. The table's own statement (not the mapped class's), as nothing reads the
+# row back into the session.
+_HISTORY_ROW = insert(cast(Table, LoginHistory.__table__))
+
+
 def record(
     session: Session,
     email: str,
@@ -88,19 +93,19 @@ def record(
     verified: bool = False,
 ) -> None:
     """One login-history row: every sign-in attempt writes one."""
-    session.add(
-        LoginHistory(
-            at=clock.now(),
-            user_id=user.id if user else None,
-            email=email[:320],
-            ip=client.ip,
-            user_agent=client.stored_agent,
-            outcome=outcome,
-            method=method,
-            twofa_verified=verified,
-        )
+    session.execute(
+        _HISTORY_ROW,
+        {
+            "at": clock.now(),
+            "user_id": user.id if user else None,
+            "email": email[:320],
+            "ip": client.ip,
+            "user_agent": client.stored_agent,
+            "outcome": outcome,
+            "method": method,
+            "2fa_verified": verified,
+        },
     )
-    session.flush()
 
 
 def login_with_password(
@@ -165,20 +170,29 @@ def _send_login_code(session: Session, user: User, challenge: LoginChallenge, cl
     return True
 
 
-def _open_challenge(session: Session, token: str, clock: Clock) -> tuple[LoginChallenge, User]:
-    """The open login challenge ``token`` and its user, both locked (the challenge first, then the user) for the
-    rest of the transaction."""
+class OpenChallenge(NamedTuple):
+    id: int
+    expires_at: datetime
+
+
+def _open_challenge(session: Session, token: str, clock: Clock) -> tuple[OpenChallenge, User]:
+    """The open login challenge ``token`` and its user, both locked for the rest of the transaction by one
+    statement (PostgreSQL locks them in the order named: the challenge, then the user)."""
     if not isinstance(token, str) or not token:
         raise ChallengeInvalid()
-    challenge = session.scalars(
-        select(LoginChallenge)
+    found = session.execute(
+        select(LoginChallenge.id, LoginChallenge.expires_at, LoginChallenge.completed_at, User)
+        .join(User, User.id == LoginChallenge.user_id)
         .where(LoginChallenge.token_hash == crypto.token_hash(token))
-        .with_for_update(key_share=True)
+        .with_for_update(key_share=True, of=(LoginChallenge, User))
         .execution_options(populate_existing=True)
     ).one_or_none()
-    if challenge is None or challenge.completed_at is not None or challenge.expires_at <= clock.now():
+    if found is None:
         raise ChallengeInvalid()
-    return challenge, lock_user(session, challenge.user_id)
+    challenge_id, expires_at, completed_at, user = found
+    if completed_at is not None or expires_at <= clock.now():
+        raise ChallengeInvalid()
+    return OpenChallenge(challenge_id, expires_at), user
 
 
 def resend_login_code(session: Session, challenge_token: str, clock: Clock = SYSTEM_CLOCK) -> None:
@@ -196,6 +210,14 @@ _OUTCOME_OF: Sequence[tuple[type[DomainError], str]] = (
     (CodeReused, Outcome.CODE_REUSED),
     (InvalidCode, Outcome.BAD_CODE),
     (TooManyAttempts, Outcome.LOCKED),
+)
+
+
+_challenges = cast(Table, LoginChallenge.__table__)
+_COMPLETED = (
+    update(_challenges)
+    .where(_challenges.c.id == bindparam("challenge_id"))
+    .values(completed_at=bindparam("now"))
 )
 
 
@@ -219,7 +241,7 @@ def complete_login(
         record(session, user.email, user, client, outcome, clock, method=method or user.twofa_method)
         recorded(exc)
         raise
-    challenge.completed_at = clock.now()
+    session.execute(_COMPLETED, {"challenge_id": challenge.id, "now": clock.now()})
     scope = _scope(session, user, gate, clock)  # verified, yet the method may not satisfy a policy
     issued = sessions.issue(
         session, user, twofa_verified=True, method=used.value, client=client, scope=scope, clock=clock

@@ -6,8 +6,9 @@ Used by the login flow and by the actions that ask for a current code (disable, 
 from __future__ import annotations
 
 import enum
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from twofa import audit, backup_codes, crypto, email_otp, throttle, totp
@@ -47,29 +48,33 @@ def pick_method(user: User, code: str, method: str | None) -> Method:
     return Method(user.twofa_method)
 
 
+# Built once: every TOTP sign-in runs both.
+_devices = cast(Table, TotpDevice.__table__)
+_CONFIRMED_DEVICE = select(_devices.c.id, _devices.c.secret_ciphertext).where(
+    _devices.c.user_id == bindparam("user_id"), _devices.c.confirmed_at.is_not(None)
+)
+# Atomic: of two submissions of one code, however simultaneous, only one moves last_used_step forward.
+_STEP_FORWARD = (
+    update(_devices)
+    .where(
+        _devices.c.id == bindparam("device_id"),
+        _devices.c.last_used_step.is_(None) | (_devices.c.last_used_step < bindparam("step")),
+    )
+    .values(last_used_step=bindparam("step"))
+    .returning(_devices.c.id)
+)
+
+
 def verify_totp(session: Session, user: User, code: str, clock: Clock = SYSTEM_CLOCK) -> int:
     """Accept a TOTP code once (RFC 6238 5.2); returns its time step. The caller holds the user row lock."""
     totp.check_code_format(code)
-    device = session.scalars(
-        select(TotpDevice).where(TotpDevice.user_id == user.id, TotpDevice.confirmed_at.is_not(None))
-    ).one_or_none()
+    device = session.execute(_CONFIRMED_DEVICE, {"user_id": user.id}).one_or_none()
     if device is None:
         raise InvalidCode("no authenticator app is set up")
     step = totp.matching_step(crypto.decrypt(device.secret_ciphertext), code, clock.now())
     if step is None:
         raise InvalidCode()
-    # Atomic: of two submissions of one code, however simultaneous, only one moves last_used_step forward.
-    moved = session.execute(
-        update(TotpDevice)
-        .where(
-            TotpDevice.id == device.id,
-            TotpDevice.last_used_step.is_(None) | (TotpDevice.last_used_step < step),
-        )
-        .values(last_used_step=step)
-        .returning(TotpDevice.id)
-        .execution_options(synchronize_session=False)
-    ).first()
-    if moved is None:
+    if session.execute(_STEP_FORWARD, {"device_id": device.id, "step": step}).first() is None:
         audit.record(session, audit.Event.CODE_REPLAY_REFUSED, user_id=user.id, details={"step": step}, clock=clock)
         raise recorded(CodeReused())
     return step

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
 from twofa import crypto
@@ -42,6 +43,11 @@ class IssuedSession:
         return f"IssuedSession(session_id={self.session_id}, user_id={self.user_id}, token=<hidden>)"
 
 
+# Built once: every sign-in runs it.
+_sessions = cast(Table, UserSession.__table__)
+_NEW_SESSION = insert(_sessions).returning(_sessions.c.id)
+
+
 def issue(
     session: Session,
     user: User,
@@ -54,21 +60,22 @@ def issue(
 ) -> IssuedSession:
     token = crypto.new_token()
     now = clock.now()
-    row = UserSession(
-        user_id=user.id,
-        token_hash=crypto.token_hash(token),
-        created_at=now,
-        last_seen_at=now,
-        expires_at=now + timedelta(seconds=get_settings().session_ttl),
-        ip=client.ip,
-        user_agent=client.stored_agent,
-        twofa_verified=twofa_verified,
-        method=method,
-        scope=scope,
-    )
-    session.add(row)
-    session.flush()
-    return IssuedSession(token, row.id, user.id, twofa_verified, scope)
+    session_id = session.execute(
+        _NEW_SESSION,
+        {
+            "user_id": user.id,
+            "token_hash": crypto.token_hash(token),
+            "created_at": now,
+            "last_seen_at": now,
+            "expires_at": now + timedelta(seconds=get_settings().session_ttl),
+            "ip": client.ip,
+            "user_agent": client.stored_agent,
+            "2fa_verified": twofa_verified,
+            "method": method,
+            "scope": scope,
+        },
+    ).scalar_one()
+    return IssuedSession(token, session_id, user.id, twofa_verified, scope)
 
 
 def authenticate(session: Session, token: str, clock: Clock = SYSTEM_CLOCK) -> tuple[UserSession, User]:
