@@ -170,6 +170,16 @@ def _send_login_code(session: Session, user: User, challenge: LoginChallenge, cl
     return True
 
 
+# Built once: every sign-in's second step and every resend runs it.
+_OPEN_CHALLENGE = (
+    select(LoginChallenge.id, LoginChallenge.expires_at, LoginChallenge.completed_at, User)
+    .join(User, User.id == LoginChallenge.user_id)
+    .where(LoginChallenge.token_hash == bindparam("token_hash"))
+    .with_for_update(key_share=True, of=(LoginChallenge, User))
+    .execution_options(populate_existing=True)
+)
+
+
 class OpenChallenge(NamedTuple):
     id: int
     expires_at: datetime
@@ -180,13 +190,7 @@ def _open_challenge(session: Session, token: str, clock: Clock) -> tuple[OpenCha
     statement (PostgreSQL locks them in the order named: the challenge, then the user)."""
     if not isinstance(token, str) or not token:
         raise ChallengeInvalid()
-    found = session.execute(
-        select(LoginChallenge.id, LoginChallenge.expires_at, LoginChallenge.completed_at, User)
-        .join(User, User.id == LoginChallenge.user_id)
-        .where(LoginChallenge.token_hash == crypto.token_hash(token))
-        .with_for_update(key_share=True, of=(LoginChallenge, User))
-        .execution_options(populate_existing=True)
-    ).one_or_none()
+    found = session.execute(_OPEN_CHALLENGE, {"token_hash": crypto.token_hash(token)}).one_or_none()
     if found is None:
         raise ChallengeInvalid()
     challenge_id, expires_at, completed_at, user = found
