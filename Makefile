@@ -18,8 +18,12 @@ demo: $(STAMP)
 services:
 	@scripts/services.sh
 
+# Two pytest-xdist workers (the test host has two cores; more only wait on each other): each has its own
+# PostgreSQL database, Redis servers and ports; the browser tests share one worker and one site (loadgroup).
+TEST_WORKERS ?= 2
+
 test: $(STAMP) services
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup
 	$(MAKE) --no-print-directory lint
 
 lint: $(STAMP)

@@ -97,6 +97,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.nodeid.startswith(COMMITTED_DIRECTORIES):
             item.add_marker(pytest.mark.committed)
+        if item.nodeid.startswith("tests/integration/browser/"):  # under xdist, on one worker: one site for them
+            item.add_marker(pytest.mark.xdist_group("browser"))
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 
 from api.context import client_address, limit_key
 from api.ratelimit import Limit, Limiter
-from tests.harness.services import free_port
+from tests.harness.services import refusing_port
 from twofa.settings import parse_networks
 
 PROXIES = parse_networks("10.0.0.0/8, ::1")
@@ -44,11 +44,12 @@ def test_ipv6_clients_are_counted_per_64() -> None:
 
 
 def test_without_redis_the_limits_fail_open_and_say_so_once(caplog: pytest.LogCaptureFixture) -> None:
-    limiter = Limiter(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
-    one = Limit("ip:192.0.2.1", 1)
-    with caplog.at_level(logging.WARNING, logger="api.ratelimit"):
-        assert [limiter.hit(one) for _ in range(3)] == [None] * 3
-        assert limiter.spent(one) is None
-        assert asyncio.run(limiter.ahit(one)) is None
+    with refusing_port() as port:
+        limiter = Limiter(f"redis://127.0.0.1:{port}/0")  # nothing listens there
+        one = Limit("ip:192.0.2.1", 1)
+        with caplog.at_level(logging.WARNING, logger="api.ratelimit"):
+            assert [limiter.hit(one) for _ in range(3)] == [None] * 3
+            assert limiter.spent(one) is None
+            assert asyncio.run(limiter.ahit(one)) is None
     assert len(caplog.records) == 1
     assert "rate-limit store unreachable" in caplog.records[0].getMessage()

@@ -47,6 +47,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextlib.contextmanager
+def refusing_port() -> Iterator[int]:
+    """A loopback port where nothing listens, held (bound, never listening) while the block runs: connections to
+    it are refused, and no server of this run or another (a pytest-xdist worker) can take it meanwhile, as a port
+    from ``free_port`` could be."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield int(s.getsockname()[1])
+
+
 def wait_for(predicate: Any, timeout: float, interval: float = 0.05, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

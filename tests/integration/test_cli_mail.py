@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.harness.services import ROOT, SmtpServer, Worker, free_port, wait_for
+from tests.harness.services import ROOT, SmtpServer, Worker, refusing_port, wait_for
 from tests.helpers import enrol_totp, make_user
 from twofa.clock import FrozenClock
 from twofa.models import OutboxMessage
@@ -94,7 +94,8 @@ def test_a_broker_that_does_not_answer_leaves_the_mail_to_the_sweeper_and_says_s
     worker_env: dict[str, str], it_factory: sessionmaker[Session]
 ) -> None:
     make_user(it_factory, "owner@acme.io", role="owner", clock=FrozenClock(datetime.now(UTC)))
-    done = twofa(worker_env | {"TWOFA_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}, "reminders", "run")
+    with refusing_port() as port:
+        done = twofa(worker_env | {"TWOFA_BROKER_URL": f"redis://127.0.0.1:{port}/0"}, "reminders", "run")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == (
         "mail: 1 email waits in the outbox (the broker did not take it); the beat's outbox sweeper will send it"

@@ -87,7 +87,7 @@ def test_email_code_from_request_to_smtp_and_back(
 
     watcher = threading.Thread(target=monitor, daemon=True)
     watcher.start()
-    time.sleep(0.2)
+    wait_for(lambda: any("O" in c["flags"] for c in it_redis.client.client_list()), 10, what="the monitor to listen")
     user = new_user(it_factory, "ema@example.com")
     started = time.monotonic()
     with transaction(it_factory) as s:
@@ -160,9 +160,10 @@ def test_worker_killed_mid_delivery_then_restarted_delivers_once(
     assert smtp.to(user.email) == []
     worker.start()
     # The killed worker's message is unacknowledged in Redis; the sweeper re-sends the still-queued row once it is
-    # older than the sweeper's grace (1 s here).
-    created = rows(it_factory)[0].created_at
-    time.sleep(max(0.0, (created + timedelta(seconds=1.5) - datetime.now(UTC)).total_seconds()))
+    # older than the sweeper's grace (1 s here): we age the row rather than wait.
+    with it_factory() as s:
+        s.execute(OutboxMessage.__table__.update().values(created_at=datetime.now(UTC) - timedelta(seconds=2)))
+        s.commit()
     client_app.send_task("twofa.sweep_outbox", queue="scheduled")
     arrivals(smtp, user.email, 1)
     client_app.send_task("twofa.sweep_outbox", queue="scheduled")  # a second sweep finds nothing to re-send
@@ -319,6 +320,9 @@ def test_worker_killed_mid_batch_then_restarted_sends_every_reminder_once(
     with it_factory() as s:  # the lease ends (minutes in production; here we move it rather than wait)
         for row in s.execute(select(OutboxMessage).where(OutboxMessage.status == "sending")).scalars():
             row.lease_until = datetime.now(UTC) - timedelta(seconds=1)
+            # and the rows are as old as a lease makes them: past the sweeper's grace (1 s here), which a worker
+            # restarted in under a second did not always leave them, and the sweep then queued them for no one
+            row.created_at = datetime.now(UTC) - timedelta(minutes=2)
         s.commit()
     client_app.send_task("twofa.sweep_outbox", queue="scheduled")
     wait_for(lambda: len(smtp.received) >= 6, 20, what="the four unsent reminders")

@@ -58,7 +58,7 @@ def site(it_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]
         yield Site(server.url, smtp, workdir / "reports", log_path)
     finally:
         server.stop()
-        worker.stop()
+        worker.kill()  # the tests are over: no warm stop (see the integration conftest's worker)
         smtp.stop()
         redis_server.stop()
     assert "Traceback" not in log_path.read_text(), log_path.read_text()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
@@ -80,9 +80,15 @@ def sign_in(browser: WebDriver, url: str, email: str, password: str = PASSWORD) 
     click(browser, "Sign in")
 
 
+# A code is checked by the server within this many seconds of being made (typed, then one request).
+CODE_CHECKED_WITHIN = timedelta(seconds=10)
+
+
 class Authenticator:
     """A phone's authenticator app: codes from the secret the page showed, each time step used once (the server
-    refuses a step it accepted before, and accepts one step either side of now)."""
+    refuses a step it accepted before, and accepts one step either side of now). The earliest step it gives is the
+    previous one while that stays in the server's window until the code is checked, so three codes need no wait
+    for the clock (the phone's clock a little behind, or a code read just before it changed)."""
 
     def __init__(self, secret: str) -> None:
         self.secret = secret
@@ -90,7 +96,8 @@ class Authenticator:
 
     def code(self) -> str:
         wait_for(lambda: self.used + 1 <= totp.time_step(datetime.now(UTC)) + 1, 40, 0.2, "a fresh time step")
-        step = max(self.used + 1, totp.time_step(datetime.now(UTC)))
+        earliest = totp.time_step(datetime.now(UTC) + CODE_CHECKED_WITHIN) - 1
+        step = max(self.used + 1, earliest)
         self.used = step
         return totp.code_at_step(self.secret, step)
 
@@ -157,8 +164,6 @@ def enrol(factory: sessionmaker[Session], email: str) -> Authenticator:
         user = accounts.get_user(s, email)
         assert user is not None
         secret = enrolment.start_totp(s, user, PASSWORD, clock=SYSTEM_CLOCK).secret
-        now = datetime.now(UTC)
-        enrolment.confirm_totp(s, user, totp.code_at(secret, now), clock=SYSTEM_CLOCK)
-    app = Authenticator(secret)
-    app.used = totp.time_step(now)
+        app = Authenticator(secret)
+        enrolment.confirm_totp(s, user, app.code(), clock=SYSTEM_CLOCK)
     return app
