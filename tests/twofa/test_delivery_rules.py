@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.helpers import at_once, queue_code
 from twofa import email_otp, maintenance, outbox
 from twofa.clock import FrozenClock
-from twofa.db import transaction
+from twofa.db import get_engine, transaction
 from twofa.mail.backends import MemoryBackend
 from twofa.mail.delivery import Delivery, deliver, record_failure
 from twofa.mail.sweep import MAX_ATTEMPTS, stale
@@ -36,6 +38,45 @@ def test_a_row_is_sent_once(factory: sessionmaker[Session], clock: FrozenClock, 
             results.append(deliver(s, row_id, backend, clock))
     assert results == [Delivery.SENT, Delivery.SKIPPED, Delivery.SKIPPED]
     assert len(backend.sent) == 1
+
+
+@pytest.mark.committed
+def test_the_claim_locks_the_code_before_the_row(
+    factory: sessionmaker[Session], db_url: str, clock: FrozenClock, no_dispatch: None
+) -> None:
+    """The lock order of ``email_otp.issue`` (user, code, outbox row): a delivery whose code a request holds waits
+    for it without holding the row. Were the row locked first, a resend (which waits for the row while holding the
+    code) and the delivery would deadlock."""
+    row_id = queue_code(factory, clock)
+    backend = MemoryBackend()
+
+    def delivery() -> Delivery:
+        with transaction(factory) as s:
+            return deliver(s, row_id, backend, clock)
+
+    with ThreadPoolExecutor(1) as pool, factory() as request:  # on a failure the request lets go first
+        code_id = request.scalar(select(OutboxMessage.email_otp_id).where(OutboxMessage.id == row_id))
+        request.execute(select(EmailOtp.id).where(EmailOtp.id == code_id).with_for_update())
+        delivered = pool.submit(delivery)
+        _wait_for_a_lock_wait(db_url, delivered)
+        with factory() as other:  # the row is free (NOWAIT would raise otherwise): the delivery holds nothing yet
+            other.execute(select(OutboxMessage.id).where(OutboxMessage.id == row_id).with_for_update(nowait=True))
+        request.rollback()
+        assert delivered.result(10) == Delivery.SENT
+    assert len(backend.sent) == 1
+
+
+def _wait_for_a_lock_wait(db_url: str, until: Future[Delivery]) -> None:
+    """Until a statement of this database waits for a lock; fails after 10 s or once ``until`` is done."""
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    deadline = time.monotonic() + 10
+    # In autocommit: a transaction would see the activity as it was at its first read.
+    with get_engine(db_url).connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        while conn.execute(waiting).scalar_one() == 0:
+            assert time.monotonic() < deadline and not until.done(), until
+            time.sleep(0.01)
 
 
 def test_retry_past_validity_fails_the_row_and_frees_the_user(

@@ -18,14 +18,15 @@ import enum
 import secrets
 from datetime import timedelta
 from email.message import Message
-from typing import Any, NamedTuple
+from typing import Any, cast
 
 from jinja2 import TemplateError
-from sqlalchemy import select
+from sqlalchemy import Row, Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from twofa import audit, crypto
 from twofa.clock import SYSTEM_CLOCK, Clock
+from twofa.db import UTCDateTime
 from twofa.mail.backends import MailBackend, MailError, PermanentMailError
 from twofa.mail.render import build_message
 from twofa.models import EmailOtp, OutboxMessage, OutboxStatus
@@ -56,64 +57,95 @@ def new_email_code() -> str:
     return f"{secrets.randbelow(1_000_000):06d}"
 
 
-class Claimed(NamedTuple):
-    row: OutboxMessage
-    code: EmailOtp | None
+_outbox = cast(Table, OutboxMessage.__table__)
+_codes = cast(Table, EmailOtp.__table__)
+_the_row = _outbox.c.id == bindparam("outbox_id")
+
+# The code is locked in a CTE, which PostgreSQL evaluates (and locks) before the outer query locks the row: the
+# order user, code, outbox row that ``email_otp.issue`` takes. Without it a resend and a delivery deadlock. SQLite
+# ignores the locking clauses (its ``BEGIN IMMEDIATE`` already serialises writers) and runs the same statement.
+_code = (
+    select(_codes.c.id, _codes.c.created_at, _codes.c.expires_at, _codes.c.used_at, _codes.c.invalidated_at)
+    .where(_codes.c.id == select(_outbox.c.email_otp_id).where(_the_row).correlate(None).scalar_subquery())
+    .with_for_update()
+    .cte("code")
+)
+_CLAIM = (
+    select(
+        _outbox.c.template,
+        _outbox.c.to_address,
+        _outbox.c.context,
+        _outbox.c.message_id,
+        _outbox.c.not_after,
+        _code.c.id.label("code_id"),
+        _code.c.created_at.label("code_created_at"),
+        _code.c.expires_at.label("code_expires_at"),
+        (_code.c.used_at.is_not(None) | _code.c.invalidated_at.is_not(None)).label("code_void"),
+    )
+    .select_from(_outbox.outerjoin(_code, _code.c.id == _outbox.c.email_otp_id))
+    .where(_the_row, _outbox.c.status == OutboxStatus.QUEUED)
+    .with_for_update(of=_outbox, skip_locked=True)
+)
+_END = update(_outbox).where(_the_row).values(status=bindparam("outcome"), last_error=bindparam("why"))
+_SENT = (
+    update(_outbox)
+    .where(_the_row)
+    .values(
+        status=OutboxStatus.SENT,
+        sent_at=bindparam("now", type_=UTCDateTime()),
+        attempts=_outbox.c.attempts + 1,
+        last_error=None,
+    )
+)
+_the_code = _codes.c.id == bindparam("code_id")
+_CODE_SENT = (
+    update(_codes)
+    .where(_the_code)
+    .values(code_hash=bindparam("code_hash"), delivered_at=bindparam("now", type_=UTCDateTime()))
+)
+_CODE_UNSENT = update(_codes).where(_the_code).values(delivery_failed_at=bindparam("now", type_=UTCDateTime()))
 
 
-def claim(session: Session, outbox_id: int) -> Claimed | None:
-    """The queued row ``outbox_id`` and its email code, locked (code first, then row); None when the row is not
-    queued or another worker holds it."""
-    code_id = session.scalar(select(OutboxMessage.email_otp_id).where(OutboxMessage.id == outbox_id))
-    code = None
-    if code_id is not None:
-        code = session.scalars(
-            select(EmailOtp).where(EmailOtp.id == code_id).with_for_update().execution_options(populate_existing=True)
-        ).one_or_none()
-    row = session.scalars(
-        select(OutboxMessage)
-        .where(OutboxMessage.id == outbox_id, OutboxMessage.status == OutboxStatus.QUEUED)
-        .with_for_update(skip_locked=True)
-        .execution_options(populate_existing=True)
-    ).one_or_none()
-    return None if row is None else Claimed(row, code)
+def claim(session: Session, outbox_id: int) -> Row[Any] | None:
+    """The queued row ``outbox_id`` with its email code's columns (``code_*``, None without one), both locked;
+    None when the row is not queued or another worker holds it."""
+    return session.execute(_CLAIM, {"outbox_id": outbox_id}).one_or_none()
 
 
 def deliver(session: Session, outbox_id: int, backend: MailBackend, clock: Clock = SYSTEM_CLOCK) -> Delivery:
     """Send outbox row ``outbox_id`` once, in the caller's transaction, which the caller commits. A ``MailError``
     is raised with nothing written (``attempt`` records it)."""
-    claimed = claim(session, outbox_id)
-    if claimed is None:
+    row = claim(session, outbox_id)
+    if row is None:
         return Delivery.SKIPPED
-    row, code = claimed
-    now = clock.now()
-    if code is not None and (code.invalidated_at is not None or code.used_at is not None):
-        return _end(row, Delivery.CANCELLED, REPLACED)
-    if code is not None and now >= code.expires_at:
-        code.delivery_failed_at = now  # never reached the user: no cooldown, no hourly cap
-        return _end(row, Delivery.EXPIRED, EXPIRED_UNSENT)
+    now, has_code = clock.now(), row.code_id is not None
+    if has_code and row.code_void:
+        return _end(session, outbox_id, Delivery.CANCELLED, REPLACED)
+    if has_code and now >= row.code_expires_at:
+        session.execute(_CODE_UNSENT, {"code_id": row.code_id, "now": now})  # no cooldown, no hourly cap
+        return _end(session, outbox_id, Delivery.EXPIRED, EXPIRED_UNSENT)
     if row.not_after is not None and now >= row.not_after:
-        return _end(row, Delivery.EXPIRED, EXPIRED_UNSENT)
+        return _end(session, outbox_id, Delivery.EXPIRED, EXPIRED_UNSENT)
     context = dict(row.context)
     message_id = row.message_id
-    if code is not None:
+    if has_code:
         # The code exists only here, in memory, and in the email; the row keeps its keyed hash, written in the
         # transaction that marks the email sent: both or neither.
         secret = new_email_code()
         context["code"] = secret
-        context["expires_in_minutes"] = max(1, int((code.expires_at - code.created_at).total_seconds()) // 60)
+        context["expires_in_minutes"] = max(1, int((row.code_expires_at - row.code_created_at).total_seconds()) // 60)
         message_id = code_message_id(row.message_id)
     backend.send(compose(row.template, context, row.to_address, message_id, clock))
-    if code is not None:
-        code.code_hash = email_code_hash(code.id, secret)
-        code.delivered_at = now
-    row.status, row.sent_at, row.attempts, row.last_error = OutboxStatus.SENT, now, row.attempts + 1, None
-    session.flush()
+    if has_code:
+        session.execute(
+            _CODE_SENT, {"code_id": row.code_id, "code_hash": email_code_hash(row.code_id, secret), "now": now}
+        )
+    session.execute(_SENT, {"outbox_id": outbox_id, "now": now})
     return Delivery.SENT
 
 
-def _end(row: OutboxMessage, outcome: Delivery, why: str) -> Delivery:
-    row.status, row.last_error = outcome.value, why
+def _end(session: Session, outbox_id: int, outcome: Delivery, why: str) -> Delivery:
+    session.execute(_END, {"outbox_id": outbox_id, "outcome": outcome.value, "why": why})
     return outcome
 
 
