@@ -16,7 +16,7 @@ from policies.evaluate import evaluate
 from policies.reminders import REMINDER
 from twofa import accounts
 from twofa.errors import InvalidInput
-from twofa.logins import Outcome
+from twofa.login_history import Outcome
 from twofa.models import LoginHistory, Membership, Organization, OutboxMessage, Role, User
 
 MANAGERS = (Role.OWNER.value, Role.ADMIN.value, Role.SUPER_ADMIN.value)

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from policies.members import member_rows
 from reports.week import IsoWeek
 from twofa.audit import Event
-from twofa.logins import Outcome
+from twofa.login_history import Outcome
 from twofa.models import AuditEvent, LoginHistory, Membership, Organization
 
 TREND_WEEKS = 8

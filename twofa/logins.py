@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import NamedTuple, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from twofa import crypto, email_otp, second_factor, sessions
+from twofa import app_sign_in, crypto, email_otp, second_factor, sessions
 from twofa.accounts import get_user, sso_provider
 from twofa.clock import SYSTEM_CLOCK, Clock
 from twofa.errors import (
@@ -24,24 +24,11 @@ from twofa.errors import (
     TooManyAttempts,
     recorded,
 )
-from twofa.models import LoginChallenge, LoginHistory, User
+from twofa.login_history import Outcome, record
+from twofa.models import LoginChallenge, TotpDevice, User
 from twofa.passwords import verify_password
 from twofa.sessions import Client, IssuedSession
 from twofa.settings import get_settings
-
-
-class Outcome:
-    SUCCESS = "success"
-    ENROLMENT_REQUIRED = "enrolment_required"
-    INVALID_CREDENTIALS = "invalid_credentials"
-    SECOND_FACTOR_REQUIRED = "second_factor_required"
-    BAD_CODE = "bad_code"
-    MALFORMED_CODE = "malformed_code"
-    CODE_REUSED = "code_reused"
-    LOCKED = "locked"
-    CHALLENGE_INVALID = "challenge_invalid"
-    SSO_REQUIRED = "sso_required"
-
 
 # Whether a user may only set up 2FA right now (an organisation's deadline has passed). The core does not know
 # policies: every edge that signs people in passes the policies' gate in.
@@ -74,38 +61,6 @@ class LoggedIn:
     @property
     def enrolment_required(self) -> bool:
         return self.session.scope == "enrol"
-
-
-# Built once: every sign-in attempt runs it. The table's own statement (not the mapped class's), as nothing reads the
-# row back into the session.
-_HISTORY_ROW = insert(cast(Table, LoginHistory.__table__))
-
-
-def record(
-    session: Session,
-    email: str,
-    user: User | None,
-    client: Client,
-    outcome: str,
-    clock: Clock,
-    *,
-    method: str | None = "password",
-    verified: bool = False,
-) -> None:
-    """One login-history row: every sign-in attempt writes one."""
-    session.execute(
-        _HISTORY_ROW,
-        {
-            "at": clock.now(),
-            "user_id": user.id if user else None,
-            "email": email[:320],
-            "ip": client.ip,
-            "user_agent": client.stored_agent,
-            "outcome": outcome,
-            "method": method,
-            "2fa_verified": verified,
-        },
-    )
 
 
 def login_with_password(
@@ -170,10 +125,21 @@ def _send_login_code(session: Session, user: User, challenge: LoginChallenge, cl
     return True
 
 
-# Built once: every sign-in's second step and every resend runs it.
+_devices = cast(Table, TotpDevice.__table__)
+
+# Built once: every sign-in's second step and every resend runs it. The user's confirmed authenticator app comes
+# along, unlocked (for app_sign_in).
 _OPEN_CHALLENGE = (
-    select(LoginChallenge.id, LoginChallenge.expires_at, LoginChallenge.completed_at, User)
+    select(
+        LoginChallenge.id,
+        LoginChallenge.expires_at,
+        LoginChallenge.completed_at,
+        User,
+        _devices.c.id.label("device_id"),
+        _devices.c.secret_ciphertext,
+    )
     .join(User, User.id == LoginChallenge.user_id)
+    .outerjoin(_devices, (_devices.c.user_id == User.id) & _devices.c.confirmed_at.is_not(None))
     .where(LoginChallenge.token_hash == bindparam("token_hash"))
     .with_for_update(key_share=True, of=(LoginChallenge, User))
     .execution_options(populate_existing=True)
@@ -183,6 +149,8 @@ _OPEN_CHALLENGE = (
 class OpenChallenge(NamedTuple):
     id: int
     expires_at: datetime
+    device_id: int | None  # the user's confirmed authenticator app, if any
+    device_secret: str | None  # its seed, encrypted
 
 
 def _open_challenge(session: Session, token: str, clock: Clock) -> tuple[OpenChallenge, User]:
@@ -193,10 +161,10 @@ def _open_challenge(session: Session, token: str, clock: Clock) -> tuple[OpenCha
     found = session.execute(_OPEN_CHALLENGE, {"token_hash": crypto.token_hash(token)}).one_or_none()
     if found is None:
         raise ChallengeInvalid()
-    challenge_id, expires_at, completed_at, user = found
+    challenge_id, expires_at, completed_at, user, device_id, device_secret = found
     if completed_at is not None or expires_at <= clock.now():
         raise ChallengeInvalid()
-    return OpenChallenge(challenge_id, expires_at), user
+    return OpenChallenge(challenge_id, expires_at, device_id, device_secret), user
 
 
 def resend_login_code(session: Session, challenge_token: str, clock: Clock = SYSTEM_CLOCK) -> None:
@@ -219,9 +187,7 @@ _OUTCOME_OF: Sequence[tuple[type[DomainError], str]] = (
 
 _challenges = cast(Table, LoginChallenge.__table__)
 _COMPLETED = (
-    update(_challenges)
-    .where(_challenges.c.id == bindparam("challenge_id"))
-    .values(completed_at=bindparam("now"))
+    update(_challenges).where(_challenges.c.id == bindparam("challenge_id")).values(completed_at=bindparam("now"))
 )
 
 
@@ -238,6 +204,20 @@ def complete_login(
     """The second step, in the caller's transaction: a TOTP code, an email code or a backup code for an open
     challenge, judged under the challenge's and the user's locks. A failed attempt is recorded and raised."""
     challenge, user = _open_challenge(session, challenge_token, clock)
+    at_once = app_sign_in.finish(
+        session,
+        user,
+        code,
+        client,
+        challenge_id=challenge.id,
+        device_id=challenge.device_id,
+        device_secret=challenge.device_secret,
+        method=method,
+        scope_of=lambda: _scope(session, user, gate, clock),
+        clock=clock,
+    )
+    if at_once is not None:
+        return LoggedIn(session=at_once, method=second_factor.Method.TOTP.value)
     try:
         used = second_factor.verify(session, user, code, method=method, challenge_id=challenge.id, clock=clock)
     except DomainError as exc:
@@ -261,16 +241,3 @@ def complete_login(
         verified=True,
     )
     return LoggedIn(session=issued, method=used.value)
-
-
-def history(session: Session, user_id: int, limit: int = 50) -> Sequence[LoginHistory]:
-    return (
-        session.execute(
-            select(LoginHistory)
-            .where(LoginHistory.user_id == user_id)
-            .order_by(LoginHistory.at.desc(), LoginHistory.id.desc())
-            .limit(min(max(limit, 1), 500))
-        )
-        .scalars()
-        .all()
-    )

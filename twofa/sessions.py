@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
@@ -48,6 +48,25 @@ _sessions = cast(Table, UserSession.__table__)
 _NEW_SESSION = insert(_sessions).returning(_sessions.c.id)
 
 
+def new_row(
+    user_id: int, *, twofa_verified: bool, method: str, client: Client, scope: str, now: datetime
+) -> tuple[str, dict[str, Any]]:
+    """A new session's token (shown once) and its row, keyed by column name (the token stored as its hash)."""
+    token = crypto.new_token()
+    return token, {
+        "user_id": user_id,
+        "token_hash": crypto.token_hash(token),
+        "created_at": now,
+        "last_seen_at": now,
+        "expires_at": now + timedelta(seconds=get_settings().session_ttl),
+        "ip": client.ip,
+        "user_agent": client.stored_agent,
+        "2fa_verified": twofa_verified,
+        "method": method,
+        "scope": scope,
+    }
+
+
 def issue(
     session: Session,
     user: User,
@@ -58,23 +77,10 @@ def issue(
     scope: str = "full",
     clock: Clock = SYSTEM_CLOCK,
 ) -> IssuedSession:
-    token = crypto.new_token()
-    now = clock.now()
-    session_id = session.execute(
-        _NEW_SESSION,
-        {
-            "user_id": user.id,
-            "token_hash": crypto.token_hash(token),
-            "created_at": now,
-            "last_seen_at": now,
-            "expires_at": now + timedelta(seconds=get_settings().session_ttl),
-            "ip": client.ip,
-            "user_agent": client.stored_agent,
-            "2fa_verified": twofa_verified,
-            "method": method,
-            "scope": scope,
-        },
-    ).scalar_one()
+    token, row = new_row(
+        user.id, twofa_verified=twofa_verified, method=method, client=client, scope=scope, now=clock.now()
+    )
+    session_id = session.execute(_NEW_SESSION, row).scalar_one()
     return IssuedSession(token, session_id, user.id, twofa_verified, scope)
 
 

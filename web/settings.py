@@ -15,7 +15,7 @@ from api.routing import Router
 from policies import notices
 from policies.evaluate import asked_of
 from policies.members import MANAGERS
-from twofa import api_keys, enrolment, logins, manage, sessions, totp
+from twofa import api_keys, enrolment, login_history, manage, sessions, totp
 from twofa.errors import DomainError, TooManyAttempts
 from twofa.models import Membership, Organization, User, UserSession
 from web.pages import Web, get_web
@@ -55,7 +55,7 @@ def _page(web: Web, s: Session, row: UserSession, user: User, status: int = 200,
         policy=asked_of(s, user.id, web.ctx.clock.now()),
         sessions=sessions.list_active(s, user.id, web.ctx.clock),
         current_session=row.id,
-        history=logins.history(s, user.id, 20),
+        history=login_history.history(s, user.id, 20),
         keys=[k for k in api_keys.list_keys(s, user.id) if k.revoked_at is None],
         cooldown=web.ctx.settings.email_otp_resend_cooldown,
         notice=notice,

@@ -9,7 +9,8 @@ from fastapi import Depends, Query
 from api.context import Ctx, get_ctx
 from api.routing import Router
 from api.schemas import ApiKeyCreated, ApiKeyInfo, ApiKeyRequest, Done, HistoryEntry, PathId, SessionInfo
-from twofa import api_keys, logins, sessions
+from twofa import api_keys, sessions
+from twofa.login_history import history
 from twofa.models import ApiKey
 
 router = Router(tags=["account"])
@@ -21,7 +22,7 @@ def login_history(ctx: CtxDep, limit: Annotated[int, Query(ge=1, le=500)] = 50) 
     """The caller's most recent sign-in attempts, newest first, each with ``2fa_verified``."""
     with ctx.unit() as s:
         user = ctx.principal(s, api_key=True).user
-        rows = logins.history(s, user.id, limit)
+        rows = history(s, user.id, limit)
         return [
             HistoryEntry(
                 at=r.at,

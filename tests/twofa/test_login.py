@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from policies.gate import enrolment_required
 from tests.helpers import PASSWORD, at_once, enrol_totp, make_user
-from twofa import crypto, logins, sessions, totp
+from twofa import crypto, login_history, logins, sessions, totp
 from twofa.clock import FrozenClock
 from twofa.db import transaction
 from twofa.errors import (
@@ -126,7 +126,7 @@ def test_totp_login_and_history(factory: sessionmaker[Session], clock: FrozenClo
     assert done.method == "totp" and done.session.twofa_verified
     assert history(factory) == [("second_factor_required", "password", False), ("success", "totp", True)]
     with factory() as s:
-        entries = logins.history(s, user.id)
+        entries = login_history.history(s, user.id)
         assert entries[0].outcome == "success" and entries[0].twofa_verified and entries[0].ip == WEB.ip
 
 
@@ -171,6 +171,64 @@ def test_a_successful_sign_in_writes_its_session_history_and_completed_challenge
             "totp",
         )
         assert last.twofa_verified
+
+
+def _signed_in_rows(factory: sessionmaker[Session], user: User, session_id: int, clock: FrozenClock) -> tuple[Any, ...]:
+    """What a finished sign-in leaves, without its ids and token and with times from now: the session, the last
+    history row, the challenge's completion, the app's step and the failure count."""
+    now = clock.now()
+    with factory() as s:
+        row = s.get_one(UserSession, session_id)
+        last = s.execute(select(LoginHistory).order_by(LoginHistory.id.desc()).limit(1)).scalar_one()
+        challenge = s.execute(select(LoginChallenge).order_by(LoginChallenge.id.desc()).limit(1)).scalar_one()
+        device = s.execute(select(TotpDevice).where(TotpDevice.user_id == user.id)).scalar_one()
+        assert challenge.completed_at is not None and device.last_used_step is not None
+        return (
+            (row.user_id == user.id, row.twofa_verified, row.method, row.scope, row.ip, row.user_agent),
+            (row.created_at - now, row.last_seen_at - now, row.expires_at - now, row.revoked_at),
+            (last.at - now, last.user_id == user.id, last.email == user.email, last.outcome, last.method),
+            (last.twofa_verified, last.ip, last.user_agent),
+            challenge.completed_at - now,
+            device.last_used_step - totp.time_step(now),
+            s.get_one(User, user.id).second_factor_failures,
+        )
+
+
+def test_a_right_app_code_leaves_the_same_rows_whether_or_not_failures_are_cleared(
+    factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    """A right app code for an account without failures is finished by one statement on PostgreSQL
+    (``twofa.app_sign_in``); after a wrong code, the general path judges it and clears the count. Both
+    leave the same rows."""
+    left = []
+    for index, wrong_first in enumerate((False, True)):
+        user = make_user(factory, f"user{index}@example.com", clock=clock)
+        secret, _ = enrol_totp(factory, user, clock)
+        challenge = begin(factory, user.email, clock).challenge
+        code = totp.code_at(secret, clock.now())
+        if wrong_first:
+            with pytest.raises(InvalidCode):
+                finish(factory, challenge, _far_from(code), clock)
+        done = finish(factory, challenge, code, clock)
+        left.append(_signed_in_rows(factory, user, done.session.session_id, clock))
+    assert left[0] == left[1]
+    assert left[0][-2:] == (0, 0)  # the current step used; no failures left
+
+
+def test_an_app_code_under_a_gate_that_asks_for_enrolment_opens_an_enrolment_session(
+    factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    """The gate is asked after the code is accepted, on every path: its answer sets the session's scope and the
+    history's outcome."""
+    _, secret, challenge, _ = app_sign_in(factory, clock)
+    with transaction(factory) as s:
+        done = logins.complete_login(
+            s, challenge, totp.code_at(secret, clock.now()), WEB, gate=lambda *_: True, clock=clock
+        )
+    assert done.enrolment_required and done.session.scope == "enrol"
+    assert history(factory)[-1] == ("enrolment_required", "totp", True)
+    with factory() as s:
+        assert s.get_one(UserSession, done.session.session_id).scope == "enrol"
 
 
 def test_unflushed_changes_to_the_user_survive_the_sign_in(factory: sessionmaker[Session], clock: FrozenClock) -> None:
