@@ -41,8 +41,12 @@ def time_step(at: datetime) -> int:
     return int(at.timestamp()) // STEP_SECONDS
 
 
+def _totp(secret: str, digits: int = DIGITS) -> pyotp.TOTP:
+    return pyotp.TOTP(secret, digits=digits, interval=STEP_SECONDS)
+
+
 def code_at_step(secret: str, step: int, digits: int = DIGITS) -> str:
-    return pyotp.TOTP(secret, digits=digits, interval=STEP_SECONDS).generate_otp(step)
+    return _totp(secret, digits).generate_otp(step)
 
 
 def code_at(secret: str, at: datetime) -> str:
@@ -54,9 +58,10 @@ def matching_step(secret: str, code: str, at: datetime) -> int | None:
     time, whichever matches."""
     check_code_format(code)
     current = time_step(at)
+    codes = _totp(secret)
     found: int | None = None
     for step in range(current - WINDOW, current + WINDOW + 1):
-        if hmac.compare_digest(code_at_step(secret, step).encode(), code.encode()):
+        if hmac.compare_digest(codes.generate_otp(step).encode(), code.encode()):
             found = step
     return found
 
@@ -65,7 +70,7 @@ def provisioning_uri(secret: str, account: str, issuer: str) -> str:
     """Google Authenticator's Key-Uri-Format: ``otpauth://totp/ISSUER:ACCOUNT?secret=...&issuer=ISSUER``."""
     if ":" in issuer or ":" in account:
         raise InvalidInput("neither the issuer nor the account name may contain a colon")
-    return pyotp.TOTP(secret, digits=DIGITS, interval=STEP_SECONDS).provisioning_uri(name=account, issuer_name=issuer)
+    return _totp(secret).provisioning_uri(name=account, issuer_name=issuer)
 
 
 def qr_png(uri: str) -> bytes:
