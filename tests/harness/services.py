@@ -382,6 +382,7 @@ class ApiServer:
     workers: int = 1
     quiet: bool = False
     extra: list[str] = field(default_factory=list)  # more `twofa serve` options
+    root: Path = ROOT  # the checkout served (a benchmark may compare two)
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
@@ -397,7 +398,7 @@ class ApiServer:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "cli.main", *command],
-                cwd=ROOT,
+                cwd=self.root,
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
