@@ -15,14 +15,13 @@ from typing import Any, cast
 from sqlalchemy import Insert, Select, Table, bindparam, exists, insert, select, update
 from sqlalchemy.orm import Session
 
-from twofa import crypto, sessions, totp
+from twofa import crypto, second_factor, sessions, totp
 from twofa.clock import Clock
 from twofa.errors import MalformedCode
 from twofa.login_history import Outcome, history_row, history_table
-from twofa.models import LoginChallenge, TotpDevice, User, UserSession
+from twofa.models import LoginChallenge, User, UserSession
 from twofa.sessions import Client, IssuedSession
 
-_devices = cast(Table, TotpDevice.__table__)
 _challenges = cast(Table, LoginChallenge.__table__)
 _sessions = cast(Table, UserSession.__table__)
 
@@ -77,19 +76,10 @@ def finish(
 
 @functools.cache
 def _statement(history_columns: tuple[str, ...], session_columns: tuple[str, ...]) -> Insert:
-    """Built once. Data-modifying CTEs: the step moves forward (atomically, as ``second_factor.verify_totp`` moves
-    it: of two submissions of one code only one moves it), and only if it moved is the challenge completed and the
-    history row and the session written. Returns the session's id."""
-    step = (
-        update(_devices)
-        .where(
-            _devices.c.id == bindparam("device_id"),
-            _devices.c.last_used_step.is_(None) | (_devices.c.last_used_step < bindparam("step")),
-        )
-        .values(last_used_step=bindparam("step"))
-        .returning(_devices.c.id)
-        .cte("step_moved")
-    )
+    """Built once. Data-modifying CTEs: the step moves forward (``second_factor.STEP_FORWARD``: of two submissions
+    of one code only one moves it), and only if it moved is the challenge completed and the history row and the
+    session written. Returns the session's id."""
+    step = second_factor.STEP_FORWARD.cte("step_moved")
     moved = exists(select(step.c.id))
     completed = (
         update(_challenges)

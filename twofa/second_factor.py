@@ -53,8 +53,9 @@ _devices = cast(Table, TotpDevice.__table__)
 _CONFIRMED_DEVICE = select(_devices.c.id, _devices.c.secret_ciphertext).where(
     _devices.c.user_id == bindparam("user_id"), _devices.c.confirmed_at.is_not(None)
 )
-# Atomic: of two submissions of one code, however simultaneous, only one moves last_used_step forward.
-_STEP_FORWARD = (
+# Atomic: of two submissions of one code, however simultaneous, only one moves last_used_step forward (also run by
+# app_sign_in, as a CTE).
+STEP_FORWARD = (
     update(_devices)
     .where(
         _devices.c.id == bindparam("device_id"),
@@ -74,7 +75,7 @@ def verify_totp(session: Session, user: User, code: str, clock: Clock = SYSTEM_C
     step = totp.matching_step(crypto.decrypt(device.secret_ciphertext), code, clock.now())
     if step is None:
         raise InvalidCode()
-    if session.execute(_STEP_FORWARD, {"device_id": device.id, "step": step}).first() is None:
+    if session.execute(STEP_FORWARD, {"device_id": device.id, "step": step}).first() is None:
         audit.record(session, audit.Event.CODE_REPLAY_REFUSED, user_id=user.id, details={"step": step}, clock=clock)
         raise recorded(CodeReused())
     return step
