@@ -5,7 +5,7 @@ database (the harness's ``ApiServer``, each with its own checkout on ``PYTHONPAT
 ``bench_api`` drives them in alternating phases, so that whatever else the host does falls on both alike. Each
 phase uses users of its own (``bench_api.seed_users``). Prints each phase, then the medians and B's against A's.
 
-    git worktree add /tmp/base main
+    git worktree add --detach /tmp/base main       # or the commit before the change; . holds the change
     .venv/bin/python bench/api_ab.py --a /tmp/base --b .    [--rounds 6 --seconds 5 --concurrency 16]
 
 The last line of stdout is one JSON object. Both checkouts must share this one's database schema.

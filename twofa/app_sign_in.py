@@ -2,8 +2,9 @@
 
 The second, faster path of the sign-in's second step, kept because bench_api's goal fails without it
 (bench/README.md, "Sign-in"). ``logins.complete_login`` tries it first, under the same locks (the challenge, then
-the user); it declines everything that needs judging (another factor, a malformed, wrong or replayed code, failures
-on record, SQLite), and the general path then judges the code and records the outcome.
+the user; the app's row is read with them, unlocked). It declines everything that needs judging (another factor, a
+malformed, wrong or replayed code, failures on record, SQLite), and the general path then judges the code and
+records the outcome.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from twofa import crypto, second_factor, sessions, totp
 from twofa.clock import Clock
 from twofa.errors import MalformedCode
 from twofa.login_history import Outcome, history_row, history_table
-from twofa.models import LoginChallenge, User, UserSession
+from twofa.models import LoginChallenge, TotpDevice, User, UserSession
 from twofa.sessions import Client, IssuedSession
 
+_devices = cast(Table, TotpDevice.__table__)
 _challenges = cast(Table, LoginChallenge.__table__)
 _sessions = cast(Table, UserSession.__table__)
 
@@ -65,21 +67,28 @@ def finish(
         user.id, twofa_verified=True, method="totp", client=client, scope=scope, now=now
     )
     history = history_row(user.email, user, client, outcome, now, method="totp", verified=True)
-    params = {"device_id": device_id, "step": step, "challenge_id": challenge_id, "now": now}
+    params: dict[str, Any] = {"device_id": device_id, "device_owner": user.id, "device_secret": device_secret}
+    params |= {"step": step, "challenge_id": challenge_id, "now": now}
     params |= {"h_" + name: value for name, value in history.items()}
     params |= {"s_" + name: value for name, value in new_session.items()}
     session_id = session.execute(_statement(tuple(history), tuple(new_session)), params).scalar_one_or_none()
     if session_id is None:
-        return None  # a replay: the step did not move and nothing was written
+        return None  # a replay, or the app changed meanwhile: nothing was written
     return IssuedSession(token, session_id, user.id, True, scope)
 
 
 @functools.cache
 def _statement(history_columns: tuple[str, ...], session_columns: tuple[str, ...]) -> Insert:
     """Built once. Data-modifying CTEs: the step moves forward (``second_factor.STEP_FORWARD``: of two submissions
-    of one code only one moves it), and only if it moved is the challenge completed and the history row and the
-    session written. Returns the session's id."""
-    step = second_factor.STEP_FORWARD.cte("step_moved")
+    of one code only one moves it); only if it moved is the challenge completed, and only then are the history row
+    and the session written. Returns the session's id."""
+    # The device row is not locked and was read before the locks were granted: the UPDATE, which re-reads the row's
+    # newest version, moves the step only if the row is still the confirmed app whose seed judged the code.
+    step = second_factor.STEP_FORWARD.where(
+        _devices.c.user_id == bindparam("device_owner"),
+        _devices.c.confirmed_at.is_not(None),
+        _devices.c.secret_ciphertext == bindparam("device_secret"),
+    ).cte("step_moved")
     moved = exists(select(step.c.id))
     completed = (
         update(_challenges)
@@ -88,14 +97,15 @@ def _statement(history_columns: tuple[str, ...], session_columns: tuple[str, ...
         .returning(_challenges.c.id)
         .cte("completed")
     )
+    signed_in = exists(select(completed.c.id))  # the step moved and the challenge was completed
     history = (
         insert(history_table)
-        .from_select(history_columns, _values(history_table, history_columns, "h_").where(moved))
+        .from_select(history_columns, _values(history_table, history_columns, "h_").where(signed_in))
         .cte("history_row")
     )
     return (
         insert(_sessions)
-        .from_select(session_columns, _values(_sessions, session_columns, "s_").where(exists(select(completed.c.id))))
+        .from_select(session_columns, _values(_sessions, session_columns, "s_").where(signed_in))
         .returning(_sessions.c.id)
         .add_cte(history)
     )

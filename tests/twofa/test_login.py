@@ -218,8 +218,8 @@ def test_a_right_app_code_leaves_the_same_rows_whether_or_not_failures_are_clear
 def test_an_app_code_under_a_gate_that_asks_for_enrolment_opens_an_enrolment_session(
     factory: sessionmaker[Session], clock: FrozenClock
 ) -> None:
-    """The gate is asked after the code is accepted, on every path: its answer sets the session's scope and the
-    history's outcome."""
+    """The gate is asked once the code is accepted (here by the one-statement path): its answer sets the session's
+    scope and the history's outcome."""
     _, secret, challenge, _ = app_sign_in(factory, clock)
     with transaction(factory) as s:
         done = logins.complete_login(
@@ -229,6 +229,39 @@ def test_an_app_code_under_a_gate_that_asks_for_enrolment_opens_an_enrolment_ses
     assert history(factory)[-1] == ("enrolment_required", "totp", True)
     with factory() as s:
         assert s.get_one(UserSession, done.session.session_id).scope == "enrol"
+
+
+def test_a_right_app_code_is_finished_by_one_statement_after_the_lock(
+    factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    """What bench_api's goal rests on (``twofa.app_sign_in``): on PostgreSQL, the lock statement and one more."""
+    _, secret, challenge, _ = app_sign_in(factory, clock)
+    statements: list[str] = []
+    with transaction(factory) as s:
+        event.listen(s.connection(), "before_cursor_execute", lambda *a: statements.append(a[2]))
+        logins.complete_login(
+            s, challenge, totp.code_at(secret, clock.now()), WEB, gate=enrolment_required, clock=clock
+        )
+    ours = [sql for sql in statements if "SAVEPOINT" not in sql]  # the test's own isolation aside
+    assert len(ours) == 2, ours
+    assert ours[1].startswith("WITH step_moved AS")
+
+
+def test_a_replayed_app_code_writes_nothing_but_its_refusal(factory: sessionmaker[Session], clock: FrozenClock) -> None:
+    """A used code on an account without failures (the one-statement path declines it): no session, the challenge
+    open, only the refusal recorded."""
+    user = make_user(factory, clock=clock)
+    secret, _ = enrol_totp(factory, user, clock)
+    code = totp.code_at(secret, clock.now())
+    finish(factory, begin(factory, user.email, clock).challenge, code, clock)
+    challenge = begin(factory, user.email, clock).challenge
+    with pytest.raises(CodeReused):
+        finish(factory, challenge, code, clock)
+    assert history(factory)[-2:] == [("second_factor_required", "password", False), ("code_reused", "totp", False)]
+    assert [h[0] for h in history(factory)].count("success") == 1
+    with factory() as s:
+        assert s.execute(select(func.count()).select_from(UserSession)).scalar_one() == 1
+        assert s.execute(select(LoginChallenge.completed_at).order_by(LoginChallenge.id.desc())).first() == (None,)
 
 
 def test_unflushed_changes_to_the_user_survive_the_sign_in(factory: sessionmaker[Session], clock: FrozenClock) -> None:
@@ -332,6 +365,45 @@ def test_a_right_code_waits_for_wrong_codes_being_counted(factory: sessionmaker[
         pool.shutdown()
     assert_nothing_written(factory, step_before)
     assert history(factory)[-1] == ("locked", "totp", False)
+
+
+def _new_seed(s: Session, user_id: int) -> None:
+    s.execute(
+        update(TotpDevice)
+        .where(TotpDevice.user_id == user_id)
+        .values(secret_ciphertext=crypto.encrypt(totp.new_secret()), last_used_step=None)
+    )
+
+
+def _unconfirmed(s: Session, user_id: int) -> None:
+    s.execute(update(TotpDevice).where(TotpDevice.user_id == user_id).values(confirmed_at=None))
+
+
+@pytest.mark.committed
+@pytest.mark.parametrize("change", [_new_seed, _unconfirmed], ids=["new seed in place", "unconfirmed"])
+def test_a_code_of_an_app_changed_while_it_waits_is_refused(
+    factory: sessionmaker[Session], clock: FrozenClock, change: Any
+) -> None:
+    """The app's row is read with the locks but not locked: a code judged against the row as it was before another
+    transaction, holding the user's lock, changed it must not sign in once that transaction commits."""
+    user, secret, challenge, _ = app_sign_in(factory, clock)
+    engine = factory.kw["bind"]
+    changing = factory()
+    changing.execute(select(User).where(User.id == user.id).with_for_update(key_share=True))
+    change(changing, user.id)
+    try:
+        pool = ThreadPoolExecutor(1)
+        old_code = pool.submit(finish, factory, challenge, totp.code_at(secret, clock.now()), clock)
+        _wait_for_lock_wait(engine, old_code)
+        changing.commit()
+        with pytest.raises(InvalidCode):
+            old_code.result(10)
+    finally:
+        changing.close()
+        pool.shutdown()
+    with factory() as s:
+        assert s.execute(select(UserSession)).first() is None
+        assert s.execute(select(LoginChallenge.completed_at)).scalar_one() is None
 
 
 @pytest.mark.committed
