@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -339,31 +340,46 @@ def test_a_replayed_code_writes_nothing_and_keeps_the_failure_count(
     assert [h[0] for h in history(factory)][-4:] == ["bad_code", "bad_code", "code_reused", "success"]
 
 
+def _submitted_while_another_holds_the_user(
+    factory: sessionmaker[Session], clock: FrozenClock, sign_in: AppSignIn, change: Any
+) -> Any:
+    """The app's current code, submitted while another transaction holds the user's lock and makes ``change``; that
+    transaction commits once the submission waits for the lock. Returns the submission's future, ended."""
+    engine = factory.kw["bind"]
+    other = factory()
+    other.execute(select(User).where(User.id == sign_in.user.id).with_for_update(key_share=True))
+    change(other, sign_in.user.id)
+    pool = ThreadPoolExecutor(1)
+    try:
+        submitted = pool.submit(finish, factory, sign_in.challenge, totp.code_at(sign_in.secret, clock.now()), clock)
+        _wait_for_lock_wait(engine, submitted)
+        other.commit()
+        concurrent.futures.wait([submitted], timeout=10)
+        return submitted
+    finally:
+        other.close()
+        pool.shutdown()
+
+
 @pytest.mark.committed
 def test_a_right_code_waits_for_wrong_codes_being_counted(factory: sessionmaker[Session], clock: FrozenClock) -> None:
     """The lockout bounds guesses sent at once: a right code read while wrong ones are being counted (their
     transaction holds the user's lock) waits for them, and is refused once they lock the account. Checked against
     the state read before the lock, every guess in flight would be compared with the right code."""
-    user, secret, challenge, step_before = app_sign_in(factory, clock)
-    engine = factory.kw["bind"]
-    counting = factory()
-    counting.execute(select(User).where(User.id == user.id).with_for_update(key_share=True))
-    counting.execute(  # the last of the wrong codes, being counted: it locks the second factor
-        update(User)
-        .where(User.id == user.id)
-        .values(second_factor_failures=5, second_factor_locked_until=clock.now() + timedelta(seconds=30))
-    )
-    try:
-        pool = ThreadPoolExecutor(1)
-        right = pool.submit(finish, factory, challenge, totp.code_at(secret, clock.now()), clock)
-        _wait_for_lock_wait(engine, right)
-        counting.commit()
-        with pytest.raises(TooManyAttempts):
-            right.result(10)
-    finally:
-        counting.close()
-        pool.shutdown()
-    assert_nothing_written(factory, step_before)
+    sign_in = app_sign_in(factory, clock)
+
+    def last_wrong_code_counted(s: Session, user_id: int) -> None:  # it locks the second factor
+        locked_until = clock.now() + timedelta(seconds=30)
+        s.execute(
+            update(User)
+            .where(User.id == user_id)
+            .values(second_factor_failures=5, second_factor_locked_until=locked_until)
+        )
+
+    right = _submitted_while_another_holds_the_user(factory, clock, sign_in, last_wrong_code_counted)
+    with pytest.raises(TooManyAttempts):
+        right.result(0)
+    assert_nothing_written(factory, sign_in.step_before)
     assert history(factory)[-1] == ("locked", "totp", False)
 
 
@@ -386,21 +402,9 @@ def test_a_code_of_an_app_changed_while_it_waits_is_refused(
 ) -> None:
     """The app's row is read with the locks but not locked: a code judged against the row as it was before another
     transaction, holding the user's lock, changed it must not sign in once that transaction commits."""
-    user, secret, challenge, _ = app_sign_in(factory, clock)
-    engine = factory.kw["bind"]
-    changing = factory()
-    changing.execute(select(User).where(User.id == user.id).with_for_update(key_share=True))
-    change(changing, user.id)
-    try:
-        pool = ThreadPoolExecutor(1)
-        old_code = pool.submit(finish, factory, challenge, totp.code_at(secret, clock.now()), clock)
-        _wait_for_lock_wait(engine, old_code)
-        changing.commit()
-        with pytest.raises(InvalidCode):
-            old_code.result(10)
-    finally:
-        changing.close()
-        pool.shutdown()
+    old_code = _submitted_while_another_holds_the_user(factory, clock, app_sign_in(factory, clock), change)
+    with pytest.raises(InvalidCode):
+        old_code.result(0)
     with factory() as s:
         assert s.execute(select(UserSession)).first() is None
         assert s.execute(select(LoginChallenge.completed_at)).scalar_one() is None
